@@ -1,0 +1,13 @@
+"""Entry point: ingest the corpus, chunk and embed it into the chunks table.
+
+    spark-submit jobs/embed_documents.py --config conf/local.yaml [--set section.key=value ...]
+"""
+
+import sys
+
+from _entry import run
+
+COMMAND = "embed"
+
+if __name__ == "__main__":
+    sys.exit(run(COMMAND))

@@ -1,0 +1,13 @@
+"""Entry point: embed → index → run-tasks on the configured corpus and tasks.
+
+    spark-submit jobs/pipeline.py --config conf/local.yaml [--set section.key=value ...]
+"""
+
+import sys
+
+from _entry import run
+
+COMMAND = "pipeline"
+
+if __name__ == "__main__":
+    sys.exit(run(COMMAND))

@@ -1,0 +1,74 @@
+"""``lakechain sql``: every pipeline table by name, results printed as a readable table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from lakechain.tables import Tables
+
+_MAX_CELL = 80
+
+
+def register_all(spark: SparkSession, tables: Tables) -> list[str]:
+    """Temp views for every table, plus the SQL views the task stage defines."""
+    names = tables.register_views()
+    if "results" in names:
+        try:
+            from lakechain.tasks.results import register_result_views
+        except ImportError:  # task stage not installed in this build
+            return names
+        names += register_result_views(spark, tables)
+    return names
+
+
+def run_sql(spark: SparkSession, tables: Tables, query: str, limit: int = 100, fmt: str = "table") -> str:
+    register_all(spark, tables)
+    df = spark.sql(query)
+    rows = [r.asDict(recursive=True) for r in df.limit(limit + 1).collect()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if fmt == "json":
+        return "\n".join(json.dumps(r, default=_json_default) for r in rows)
+    text = format_table(df.columns, rows)
+    footer = f"({len(rows)} row{'s' if len(rows) != 1 else ''}{', more not shown' if more else ''})"
+    return f"{text}\n{footer}"
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray)):
+        return f"<{len(v)} bytes>"
+    if isinstance(v, (dt.datetime, dt.date)):
+        return v.isoformat()
+    return str(v)
+
+
+def cell(v: Any) -> str:
+    """One value as short, single-line text (binary shown by size, long text cut)."""
+    if v is None:
+        s = "NULL"
+    elif isinstance(v, (bytes, bytearray)):
+        kind = "png " if bytes(v[:8]) == b"\x89PNG\r\n\x1a\n" else ""
+        s = f"<{kind}{len(v)} bytes>"
+    elif isinstance(v, float):
+        s = f"{v:.4g}"
+    elif isinstance(v, (list, dict)):
+        s = json.dumps(v, default=_json_default)
+    else:
+        s = str(v)
+    s = " ".join(s.split())
+    return s if len(s) <= _MAX_CELL else s[: _MAX_CELL - 1] + "…"
+
+
+def format_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    out = [line, "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |", line]
+    out += ["| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    out.append(line)
+    return "\n".join(out)

