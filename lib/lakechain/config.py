@@ -140,6 +140,10 @@ class IndexConfig(_Section):
     nprobe: int = Field(default=16, ge=1)
     train_sample: int = Field(default=100_000, ge=1000)
     partitions: int | None = Field(default=None, ge=1)
+    shard_transport: Literal["files", "spark"] = "files"
+    """How shards reach the driver: ``files`` = executors write them under the index root
+    (shared storage, as the index itself needs; fastest, no size limit), ``spark`` = in
+    the job's result rows (no shared storage needed; slower, < 2 GiB per shard)."""
 
 
 class RetrievalConfig(_Section):
@@ -200,7 +204,9 @@ def databricks_secret(scope: str, key: str) -> str:
             f"${{secret:{scope}/{key}}}: Databricks secrets need a Databricks runtime; "
             "use ${env:NAME} elsewhere"
         ) from exc
-    spark = SparkSession.getActiveSession()  # pragma: no cover - Databricks only
+    # Settings load before Lakechain builds a session; a job's Python file may have none
+    # active yet, and on a cluster getOrCreate returns the runtime's own session.
+    spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()  # pragma: no cover
     return DBUtils(spark).secrets.get(scope=scope, key=key)  # pragma: no cover
 
 
@@ -293,7 +299,20 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(f.alias or name for name, f in cls.model_fields.items())
 
 
-def _format_errors(exc: ValidationError) -> str:
+def _ref_values(raw: Any, resolved: Any) -> dict[str, str]:
+    """Resolved value → the ``${env:..}``/``${secret:..}`` reference it came from."""
+    if isinstance(raw, dict) and isinstance(resolved, dict):
+        return {v: r for k in raw for v, r in _ref_values(raw[k], resolved.get(k)).items()}
+    if isinstance(raw, list) and isinstance(resolved, list):
+        return {v: r for a, b in zip(raw, resolved, strict=False) for v, r in _ref_values(a, b).items()}
+    if isinstance(raw, str) and isinstance(resolved, str) and resolved and _REF.match(raw.strip()):
+        return {resolved: raw.strip()}
+    return {}
+
+
+def _format_errors(exc: ValidationError, hidden: Mapping[str, str] | None = None) -> str:
+    """One line per problem. Inputs that came from a reference are never echoed (a secret
+    put under the wrong key would otherwise land in the error message and the job log)."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -302,8 +321,12 @@ def _format_errors(exc: ValidationError) -> str:
             allowed = _allowed_keys(Settings, loc)
             lines.append(f"{key}: unknown key; allowed: {', '.join(allowed)}")
         else:
-            got = err.get("input")
-            shown = "<secret>" if "api_key" in key else repr(got)
+            shown = repr(err.get("input"))
+            refs = [ref for value, ref in (hidden or {}).items() if value in shown]
+            if "api_key" in key:
+                shown = "<secret>"
+            elif refs:
+                shown = f"<hidden: the value of {', '.join(sorted(refs))}>"
             lines.append(f"{key}: {err['msg']} (got {shown})")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
@@ -319,7 +342,7 @@ def settings_from_dict(
     try:
         return Settings.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc)) from None
+        raise ConfigError(_format_errors(exc, _ref_values(raw, resolved))) from None
 
 
 def load_settings(
