@@ -169,7 +169,7 @@ class TasksConfig(_Section):
     write_image_files: bool = True
     commit_every: int | None = Field(default=None, ge=1)
     """Tasks per MERGE into ``results`` (one Spark job each): a killed run loses at most the
-    uncommitted batches. Default: max(256, partitions × max_concurrency × 32)."""
+    uncommitted batches. Default: max(256, partitions × max_concurrency × 64)."""
 
 
 class Settings(_Section):

@@ -1,0 +1,312 @@
+"""Run one partition's tasks: one batched retrieval, then bounded-concurrency model calls.
+
+Pure with respect to Spark: the model side is a :class:`Services` object (the chains in
+production, fakes in tests), so the scheduling, retry, rate-limit and error accounting
+logic is tested without a cluster. Every task yields exactly one :class:`TaskOutcome`;
+nothing a task does (a provider failure, a bug in a chain) escapes to fail the partition.
+
+Concurrency: a ``ThreadPoolExecutor`` with ``max_concurrency`` workers runs one task per
+worker and a task's calls (answer, illustration prompt, image) one after the other, so at
+most ``max_concurrency`` model calls are in flight per partition.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lakechain.tasks.ratelimit import RateLimiter
+from lakechain.tasks.retry import Classification, RetryError, RetryPolicy, call_with_retry, classify_error
+
+OK, ERROR, SKIPPED = "ok", "error", "skipped"
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    task_id: str
+    question: str | None
+    image_prompt: str | None
+    illustrate: bool = False
+
+
+@dataclass
+class QAResult:
+    answer: str
+    sources: list[dict[str, Any]]
+    usage: dict[str, int]
+    model: str
+    not_in_context: bool = False
+    """The model said the context does not answer the question (nothing to illustrate)."""
+
+
+@dataclass
+class ImageResult:
+    png: bytes
+    prompt_used: str
+    model: str
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class Services(Protocol):
+    """What the executor needs from the chains (see ``task_stage.ChainServices``)."""
+
+    chat_limited: bool
+    """Whether chat calls count against the RPM/TPM budgets (remote providers)."""
+    image_limited: bool
+
+    def retrieve_many(self, questions: list[str]) -> list[list[Any]]: ...
+
+    def answer(self, question: str, docs: list[Any]) -> QAResult: ...
+
+    def illustration_prompt(
+        self, question: str, qa: QAResult, hint: str | None
+    ) -> tuple[str, dict[str, int]]: ...
+
+    def image(self, prompt: str) -> ImageResult: ...
+
+    def estimate_tokens(self, question: str, docs: list[Any]) -> int: ...
+
+
+@dataclass
+class TaskOutcome:
+    task_id: str
+    answer: str | None = None
+    sources: list[dict[str, Any]] | None = None
+    qa_status: str = SKIPPED
+    qa_error: str | None = None
+    image_png: bytes | None = None
+    image_prompt_used: str | None = None
+    image_path: str | None = None
+    image_status: str = SKIPPED
+    image_error: str | None = None
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+    chat_model: str | None = None
+    image_model: str | None = None
+
+    @property
+    def status(self) -> str:
+        return ERROR if ERROR in (self.qa_status, self.image_status) else OK
+
+    @property
+    def error(self) -> str | None:
+        parts = [
+            f"qa: {self.qa_error}" if self.qa_error else "",
+            f"image: {self.image_error}" if self.image_error else "",
+        ]
+        return "; ".join(p for p in parts if p) or None
+
+    def add_usage(self, usage: dict[str, int] | None) -> None:
+        usage = usage or {}
+        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens += int(usage.get("completion_tokens") or 0)
+
+
+@dataclass
+class ExecConfig:
+    policy: RetryPolicy
+    max_concurrency: int = 8
+    limiter: RateLimiter | None = None
+    classify: Callable[[BaseException], Classification] = classify_error
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    seed: int | None = None
+    save_image: Callable[[str, bytes], str | None] | None = None
+    """``(task_id, png) -> path``: writes the image file, returns its path."""
+
+
+class _Runner:
+    """Per-partition state shared by the worker threads (retry RNG, in-flight gauge)."""
+
+    def __init__(self, services: Services, cfg: ExecConfig) -> None:
+        self.services = services
+        self.cfg = cfg
+        self._rng = random.Random(cfg.seed)
+        self._rng_lock = threading.Lock()
+        self._gauge = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def _jitter_rng(self) -> random.Random:
+        with self._rng_lock:  # one child RNG per call: random.Random is not meant to be shared
+            return random.Random(self._rng.random())
+
+    def call(self, fn: Callable[[], Any], what: str, limited: bool, estimate: int = 0) -> tuple[Any, int]:
+        """One model call under the budgets and the retry policy; returns (value, attempts)."""
+
+        def attempt() -> Any:
+            if limited and self.cfg.limiter is not None:
+                self.cfg.limiter.acquire(estimate)
+            with self._gauge:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return fn()
+            finally:
+                with self._gauge:
+                    self.in_flight -= 1
+
+        done = call_with_retry(
+            attempt,
+            self.cfg.policy,
+            classify=self.cfg.classify,
+            sleep=self.cfg.sleep,
+            rng=self._jitter_rng(),
+            what=what,
+        )
+        return done.value, done.attempts
+
+    def settle(self, limited: bool, estimate: int, usage: dict[str, int] | None) -> None:
+        if limited and self.cfg.limiter is not None:
+            self.cfg.limiter.settle(estimate, int((usage or {}).get("total_tokens") or 0))
+
+    def run_task(self, task: TaskInput, docs: list[Any] | None, retrieval_error: str | None) -> TaskOutcome:
+        out = TaskOutcome(task.task_id)
+        start = self.cfg.clock()
+        qa: QAResult | None = None
+        if task.question:
+            qa = self._answer(task, docs, retrieval_error, out)
+        if task.illustrate or task.image_prompt:
+            self._image(task, qa, out)
+        out.latency_ms = int(round((self.cfg.clock() - start) * 1000))
+        return out
+
+    def _answer(
+        self, task: TaskInput, docs: list[Any] | None, retrieval_error: str | None, out: TaskOutcome
+    ) -> QAResult | None:
+        question = task.question or ""
+        if docs is None:
+            # The partition's batched retrieval failed for good: retry this question alone so
+            # one bad embedding call cannot fail every question of the partition.
+            try:
+                found, n = self.call(lambda: self.services.retrieve_many([question]), "retrieval", False)
+                out.attempts += n
+                docs = list(found[0])
+            except Exception as exc:  # noqa: BLE001 - becomes this task's error
+                out.attempts += getattr(exc, "attempts", 1)
+                out.qa_status = ERROR
+                out.qa_error = f"{exc} (after the batched retrieval failed: {retrieval_error})"
+                return None
+        limited = self.services.chat_limited
+        estimate = self.services.estimate_tokens(question, docs) if limited else 0
+        try:
+            qa, n = self.call(lambda: self.services.answer(question, docs), "answer", limited, estimate)
+        except RetryError as exc:
+            out.attempts += exc.attempts
+            out.qa_status, out.qa_error = ERROR, str(exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - a bug in one task must not fail the partition
+            out.attempts += 1
+            out.qa_status, out.qa_error = ERROR, f"{type(exc).__name__}: {exc}"
+            return None
+        out.attempts += n
+        self.settle(limited, estimate, qa.usage)
+        out.add_usage(qa.usage)
+        out.answer, out.sources, out.chat_model, out.qa_status = qa.answer, qa.sources, qa.model, OK
+        return qa
+
+    def _image(self, task: TaskInput, qa: QAResult | None, out: TaskOutcome) -> None:
+        prompt = task.image_prompt
+        try:
+            if task.illustrate:
+                if qa is None:
+                    out.image_status, out.image_error = (
+                        ERROR,
+                        "no answer to illustrate (the qa branch failed)",
+                    )
+                    return
+                if qa.not_in_context:
+                    # Illustrating "not in context" would only decorate a gap (the chains agree).
+                    out.image_status, out.image_error = (
+                        SKIPPED,
+                        "not illustrated: the answer is not in context",
+                    )
+                    return
+                limited = self.services.chat_limited
+                estimate = (len(qa.answer) + len(task.question or "")) // 4 + 200 if limited else 0
+                (prompt, usage), n = self.call(
+                    lambda: self.services.illustration_prompt(task.question or "", qa, task.image_prompt),
+                    "illustration prompt",
+                    limited,
+                    estimate,
+                )
+                out.attempts += n
+                self.settle(limited, estimate, usage)
+                out.add_usage(usage)
+            image_prompt = prompt or ""
+            img, n = self.call(
+                lambda: self.services.image(image_prompt), "image", self.services.image_limited
+            )
+            out.attempts += n
+        except RetryError as exc:
+            out.attempts += exc.attempts
+            out.image_status, out.image_error, out.image_prompt_used = ERROR, str(exc), prompt
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug in one task must not fail the partition
+            out.attempts += 1
+            out.image_status, out.image_error, out.image_prompt_used = (
+                ERROR,
+                f"{type(exc).__name__}: {exc}",
+                prompt,
+            )
+            return
+        out.add_usage(img.usage)
+        out.image_png, out.image_prompt_used, out.image_model = img.png, img.prompt_used, img.model
+        if self.cfg.save_image is not None:
+            try:
+                out.image_path = self.cfg.save_image(task.task_id, img.png)
+            except OSError as exc:
+                out.image_status, out.image_error = ERROR, f"writing the image file failed: {exc}"
+                return
+        out.image_status = OK
+
+
+@dataclass
+class PartitionRun:
+    outcomes: list[TaskOutcome]
+    """One per input task, in input order."""
+    max_in_flight: int
+    """Most model calls observed in flight at once (≤ ``max_concurrency``)."""
+    retrieval_attempts: int
+
+
+def run_partition(tasks: Sequence[TaskInput], services: Services, cfg: ExecConfig) -> PartitionRun:
+    """Execute ``tasks``: ONE batched retrieval for all questions, then bounded concurrency."""
+    runner = _Runner(services, cfg)
+    # Classify once before any thread starts: the classifier imports client modules lazily,
+    # and a first import racing in many threads can hand out a half-initialised module.
+    cfg.classify(RuntimeError("warm-up"))
+    questions = [t.question for t in tasks if t.question]
+    docs_for: dict[int, list[Any]] = {}
+    retrieval_error: str | None = None
+    retrieval_attempts = 0
+    if questions:
+        try:
+            found, retrieval_attempts = runner.call(
+                lambda: services.retrieve_many(list(questions)), "retrieval", False
+            )
+            if len(found) != len(questions):
+                raise ValueError(
+                    f"retrieve_many returned {len(found)} results for {len(questions)} questions"
+                )
+            it = iter(found)
+            docs_for = {i: next(it) for i, t in enumerate(tasks) if t.question}
+        except RetryError as exc:
+            retrieval_error, retrieval_attempts = str(exc), exc.attempts
+        except Exception as exc:  # noqa: BLE001 - reported on each QA task
+            retrieval_error = f"retrieval failed: {type(exc).__name__}: {exc}"
+    with ThreadPoolExecutor(
+        max_workers=max(1, cfg.max_concurrency), thread_name_prefix="lakechain-task"
+    ) as pool:
+        futures = [
+            pool.submit(runner.run_task, t, docs_for.get(i), retrieval_error) for i, t in enumerate(tasks)
+        ]
+        outcomes = [f.result() for f in futures]
+    return PartitionRun(outcomes, runner.max_in_flight, retrieval_attempts)

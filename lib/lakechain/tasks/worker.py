@@ -1,0 +1,165 @@
+"""Executor side of the task stage: the ``mapInPandas`` function and what it loads once.
+
+Each Spark Python worker builds the chains once per (settings, index build) and keeps
+them in a module-level cache, so models, the index and HTTP clients are loaded once per
+worker process, not once per partition or task. Workers are handed the index build the
+driver resolved, so every row of a run is answered from the same build even if a new
+one becomes current mid-run.
+
+Retries happen in one layer only, the task stage (``retry.py``): :func:`worker_settings`
+builds the provider clients with ``max_retries=0`` and ``timeout = min(<section>.timeout_s,
+tasks.timeout_s)``, so one attempt is one HTTP call and the budgets and the ``attempts``
+column count real calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pandas as pd
+
+from lakechain.config import Settings
+from lakechain.tasks.execute import ExecConfig, ImageResult, QAResult, TaskInput, run_partition
+from lakechain.tasks.ratelimit import RateLimiter
+from lakechain.tasks.results import RESULT_COLUMNS, RunContext, outcome_row
+from lakechain.tasks.retry import RetryPolicy
+
+RESULT_NAMES = [name for name, _ in RESULT_COLUMNS]
+
+
+def worker_settings(settings: Settings) -> Settings:
+    """Settings for executors: no client-side retries, per-call timeout ≤ ``tasks.timeout_s``."""
+    s = settings.model_copy(deep=True)
+    for section in (s.chat, s.images, s.embedding):
+        section.max_retries = 0
+        section.timeout_s = min(section.timeout_s, s.tasks.timeout_s)
+    return s
+
+
+class ChainServices:
+    """The chains (``lakechain.chains.build_chains``) seen through ``execute.Services``."""
+
+    def __init__(self, chains: Any, settings: Settings) -> None:
+        self.chains = chains
+        self.settings = settings
+        self.chat_limited = settings.chat.provider != "local"
+        self.image_limited = settings.images.provider != "local"
+
+    def retrieve_many(self, questions: list[str]) -> list[list[Any]]:
+        return self.chains.retriever.retrieve_many(questions)
+
+    def answer(self, question: str, docs: list[Any]) -> QAResult:
+        r = self.chains.answer.invoke({"question": question, "docs": docs})
+        usage, model = r.get("usage") or {}, r.get("model") or ""
+        return QAResult(r["answer"], r["sources"], usage, model, bool(r.get("not_in_context")))
+
+    def illustration_prompt(
+        self, question: str, qa: QAResult, hint: str | None
+    ) -> tuple[str, dict[str, int]]:
+        from lakechain.chains.illustrated import write_image_prompt
+
+        prompt, usage = write_image_prompt(self.chains.chat_model, question, qa.answer)
+        return (f"{prompt} Style: {hint}" if hint else prompt), usage
+
+    def image(self, prompt: str) -> ImageResult:
+        r = self.chains.image.invoke({"prompt": prompt})
+        return ImageResult(
+            r["png"], r.get("prompt_used") or prompt, r.get("model") or "", r.get("usage") or {}
+        )
+
+    def estimate_tokens(self, question: str, docs: list[Any]) -> int:
+        """Rough prompt size (4 characters a token) plus the completion allowance."""
+        chars = len(question) + sum(len(getattr(d, "page_content", "")) for d in docs) + 600
+        return chars // 4 + self.settings.chat.max_tokens
+
+
+class _NoIndex:
+    """Searcher for batches without questions: no index is needed, none is loaded."""
+
+    def search_chunks(self, matrix: Any, k: int) -> list[list[Any]]:
+        raise RuntimeError("no index was loaded for this run (it has no questions)")
+
+
+_SERVICES: dict[str, ChainServices] = {}
+_SERVICES_LOCK = threading.Lock()
+
+
+def worker_services(settings: Settings, build_dir: str | None) -> ChainServices:
+    """One :class:`ChainServices` per Python worker, settings and index build."""
+    key = hashlib.sha256(f"{settings.model_dump_json()}|{build_dir}".encode()).hexdigest()
+    with _SERVICES_LOCK:
+        services = _SERVICES.get(key)
+        if services is None:
+            from lakechain.chains import build_chains
+            from lakechain.embeddings import cached_embedder
+
+            embedder = cached_embedder(settings.embedding)
+            searcher: Any = _NoIndex()
+            if build_dir is not None:
+                from lakechain.index.search import cached_load
+
+                searcher = cached_load(build_dir, expected_model=embedder.name, nprobe=settings.index.nprobe)
+            services = ChainServices(build_chains(settings, searcher, embedder=embedder), settings)
+            _SERVICES[key] = services
+    return services
+
+
+def image_file_path(image_dir: str, task_id: str) -> str:
+    """``<image_dir>/<task_id>.png``; an id that is not a safe file name gets a readable, unique one."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", task_id)[:100].lstrip(".") or "task"
+    if safe != task_id:
+        safe += "-" + hashlib.sha256(task_id.encode("utf-8")).hexdigest()[:10]
+    return os.path.join(image_dir, safe + ".png")
+
+
+def save_png(image_dir: str, task_id: str, png: bytes) -> str:
+    """Write atomically (temp file + rename): a killed run never leaves a truncated PNG."""
+    os.makedirs(image_dir, exist_ok=True)
+    path = image_file_path(image_dir, task_id)
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(png)
+    os.replace(tmp, path)
+    return path
+
+
+def _clean(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and pd.isna(value)) else value
+
+
+def make_partition_fn(
+    settings: Settings, build_dir: str | None, ctx: RunContext, n_concurrent: int, image_dir: str | None
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """The ``mapInPandas`` function: a whole partition in, one result row per task out.
+
+    ``settings`` should come from :func:`worker_settings`; ``n_concurrent`` is the number of
+    partitions running at once, which divides the RPM/TPM budgets.
+    """
+    tcfg = settings.tasks
+
+    def process(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        frames = [b for b in batches if len(b)]  # the whole partition: one retrieval batch
+        if not frames:
+            return
+        rows = [{k: _clean(v) for k, v in r.items()} for r in pd.concat(frames).to_dict("records")]
+        cfg = ExecConfig(
+            policy=RetryPolicy(tcfg.max_attempts, tcfg.backoff_base_s, tcfg.backoff_max_s),
+            max_concurrency=tcfg.max_concurrency,
+            limiter=RateLimiter.share(tcfg.requests_per_minute, tcfg.tokens_per_minute, n_concurrent),
+            save_image=(lambda tid, png: save_png(image_dir, tid, png)) if image_dir else None,
+        )
+        tasks = [
+            TaskInput(r["task_id"], r.get("question"), r.get("image_prompt"), bool(r.get("illustrate")))
+            for r in rows
+        ]
+        run = run_partition(tasks, worker_services(settings, build_dir), cfg)
+        out = [outcome_row(r, o, ctx) for r, o in zip(rows, run.outcomes, strict=True)]
+        yield pd.DataFrame(out, columns=RESULT_NAMES)
+
+    return process
