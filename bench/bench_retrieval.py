@@ -96,12 +96,8 @@ def main() -> None:
     from lakechain.chains.retriever import LakechainRetriever
     from lakechain.config import load_settings
     from lakechain.embeddings import make_embedder
-    from lakechain.testing import openai_server
     from lakechain.testing.openai_server import FakeOpenAIServer
 
-    # The test server writes headers and body separately; without TCP_NODELAY, Nagle plus
-    # delayed ACKs add ~40 ms to every call (measured), which real endpoints do not.
-    openai_server._Handler.disable_nagle_algorithm = True
     topics = ["Spark", "Delta Lake", "FAISS", "LangChain", "GPT-4", "Azure Databricks", "embeddings"]
     questions = [
         f"Question {i}: how does {topics[i % len(topics)]} handle case {i}?" for i in range(args.questions)

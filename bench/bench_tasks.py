@@ -76,12 +76,8 @@ def main() -> None:
     from lakechain.spark import get_spark
     from lakechain.tables import Tables
     from lakechain.tasks.task_stage import run_tasks
-    from lakechain.testing import openai_server
     from lakechain.testing.openai_server import FakeOpenAIServer
 
-    # The test server writes headers and body separately; without TCP_NODELAY, Nagle plus
-    # delayed ACKs add ~40 ms to every call (measured), which real endpoints do not.
-    openai_server._Handler.disable_nagle_algorithm = True
     root = tempfile.mkdtemp(prefix="bench-tasks-")
     with FakeOpenAIServer(seed=0) as srv:
         overrides = [f"storage.root={root}", f"spark.master={args.master}", "spark.log_level=ERROR"]

@@ -154,6 +154,9 @@ class DeltaWriter(DataSourceArrowWriter):
         self.overwrite_schema = overwrite_schema
         self.arrow_schema = delta_arrow_schema(schema)
         self.commit_schema = self.arrow_schema
+        # Every file of this write carries the id, so abort can also remove files of tasks
+        # whose commit messages never reached the driver.
+        self.write_id = uuid.uuid4().hex[:12]
         # Fail on the driver before any task runs: delta-rs itself would accept files of
         # any schema and silently lose columns.
         from deltalake import DeltaTable
@@ -170,7 +173,7 @@ class DeltaWriter(DataSourceArrowWriter):
 
         ctx = TaskContext.get()
         part = ctx.partitionId() if ctx else 0
-        name = f"part-{part:05d}-{uuid.uuid4()}.zstd.parquet"
+        name = f"part-{part:05d}-{self.write_id}-{uuid.uuid4().hex[:12]}.zstd.parquet"
         full = os.path.join(self.path, name)
         writer: pq.ParquetWriter | None = None
         try:
@@ -189,7 +192,15 @@ class DeltaWriter(DataSourceArrowWriter):
         if writer is None:
             return DeltaCommitMessage([])
         writer.close()
+        if os.path.exists(self._abort_marker()):
+            # The job was aborted while this task ran: abort may have listed the directory
+            # before this file existed, so the task removes its own file.
+            os.remove(full)
+            return DeltaCommitMessage([])
         return DeltaCommitMessage([_file_action(full, name)])
+
+    def _abort_marker(self) -> str:
+        return os.path.join(self.path, "_lakechain_aborted", self.write_id)
 
     def commit(self, messages: list[WriterCommitMessage | None]) -> None:
         from deltalake import DeltaTable, Schema
@@ -221,13 +232,18 @@ class DeltaWriter(DataSourceArrowWriter):
             )
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
-        for m in messages:
-            if isinstance(m, DeltaCommitMessage):
-                for f in m.files:
-                    try:
-                        os.remove(os.path.join(self.path, f["path"]))
-                    except FileNotFoundError:
-                        pass
+        names = {f["path"] for m in messages if isinstance(m, DeltaCommitMessage) for f in m.files}
+        if os.path.isdir(self.path):
+            # Marker first, listing second: a task finishing later sees the marker (see write).
+            os.makedirs(os.path.dirname(self._abort_marker()), exist_ok=True)
+            with open(self._abort_marker(), "w"):
+                pass
+            names |= {n for n in os.listdir(self.path) if f"-{self.write_id}-" in n}
+        for n in names:
+            try:
+                os.remove(os.path.join(self.path, n))
+            except FileNotFoundError:
+                pass
 
 
 def _add_new_columns(dt: Any, schema: pa.Schema) -> None:

@@ -393,6 +393,9 @@ def run_embed(
         report.chunk_errors += n_chunk_fail
         if report.document_errors or report.chunk_errors:
             report.errors_version = tables.write(err_df, ERRORS, mode="append")
+        elif not tables.exists(ERRORS):
+            # Created empty so SQL users can always query it.
+            report.errors_version = tables.write(spark.createDataFrame([], ERRORS_DDL), ERRORS)
         report._lap("write_errors", lap)
     finally:
         for df in persisted:

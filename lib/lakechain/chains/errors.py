@@ -20,6 +20,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+# Imported here, not inside classify(): a first import racing in several worker threads
+# fails with "partially initialized module".
+try:
+    import openai
+except ImportError:  # pragma: no cover - openai is a hard dependency
+    openai = None  # type: ignore[assignment]
+try:
+    import httpx
+except ImportError:  # pragma: no cover - only present through the OpenAI clients
+    httpx = None  # type: ignore[assignment]
+
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation", "moderation_blocked"})
 
@@ -138,10 +149,6 @@ def classify(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, ProviderError):
         return exc.info
     msg = str(exc) or type(exc).__name__
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - openai is a hard dependency
-        openai = None  # type: ignore[assignment]
     if openai is not None:
         if isinstance(exc, openai.APITimeoutError):
             return ErrorInfo("timeout", True, None, None, msg)
@@ -159,15 +166,11 @@ def classify(exc: BaseException) -> ErrorInfo:
             return ErrorInfo(kind, retryable, status, retry_after, msg)
         if isinstance(exc, openai.APIResponseValidationError):
             return ErrorInfo("malformed", True, getattr(exc, "status_code", None), None, msg)
-    try:
-        import httpx
-
+    if httpx is not None:
         if isinstance(exc, httpx.TimeoutException):
             return ErrorInfo("timeout", True, None, None, msg)
         if isinstance(exc, httpx.TransportError):
             return ErrorInfo("connection", True, None, None, msg)
-    except ImportError:  # pragma: no cover
-        pass
     if isinstance(exc, TimeoutError):
         return ErrorInfo("timeout", True, None, None, msg)
     if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):

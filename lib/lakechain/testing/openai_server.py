@@ -318,6 +318,9 @@ _AZURE_PATH = re.compile(r"^/openai/deployments/[^/]+/(embeddings|chat/completio
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeOpenAIServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle plus delayed ACKs each call
+    # would wait ~40 ms for nothing.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr logs
         return
