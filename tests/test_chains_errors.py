@@ -77,6 +77,8 @@ def test_retry_after_from_headers():
     future = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= parse_retry_after(httpx.Headers({"retry-after": future})) <= 31
     assert parse_retry_after(httpx.Headers({"retry-after": "soon"})) is None
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "soon"})) is None
+    assert parse_retry_after(httpx.Headers({"retry-after-ms": "soon", "retry-after": "3"})) == 3.0
     assert parse_retry_after(None) is None
 
 

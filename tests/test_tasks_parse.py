@@ -68,6 +68,8 @@ def test_changed_question_changes_input_hash_but_not_given_id():
         ('{"image_prompt": "' + "y" * (MAX + 1) + '"}', "image_prompt has 101 characters"),
         ('{"qa": {"question": "Q"', "malformed JSON"),
         ("not json at all", "malformed JSON"),
+        ('{"question": "Q", "n": ' + "9" * 5000 + "}", "malformed JSON"),
+        ("[" * 50_000, "malformed JSON"),
         ('["a", "list"]', "must be a JSON object, got list"),
         ("null", "must be a JSON object, got null"),
         ('{"qa": {"question": "Q"}, "colour": "red"}', "unknown keys: colour"),

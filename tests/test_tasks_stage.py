@@ -192,6 +192,13 @@ def test_table_and_directory_inputs(spark, settings, tables, tmp_path):
     assert by_id["a"].question == "What is Spark?" and by_id["b"].image_prompt == "A lake at dawn"
     assert "neither a question nor an image prompt" in by_id["c"].parse_error
 
+    # A qualified catalog name (catalog.schema.table on Databricks; a global temp view here).
+    df.createOrReplaceGlobalTempView("lc_questions")
+    settings.tasks.path = "global_temp.lc_questions"
+    tasks, source = read_task_input(spark, settings, tables)
+    assert source == "table global_temp.lc_questions" and len(tasks) == 3
+    assert {t.task_id: t for t in tasks}["a"].question == "What is Spark?"
+
     folder = tmp_path / "tasks"
     folder.mkdir()
     write_lines(folder / "a.jsonl", [{"question": "Q1"}])

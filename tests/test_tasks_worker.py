@@ -24,6 +24,20 @@ def test_worker_settings_leave_retries_to_the_task_stage():
     assert s.chat.max_retries == 6  # the caller's settings are untouched
 
 
+def test_worker_services_are_rebuilt_when_an_api_key_changes(monkeypatch):
+    from lakechain.tasks.worker import worker_services
+
+    remote = ["provider=openai_compatible", "base_url=http://127.0.0.1:9/v1", "api_key=${env:LC_KEY}"]
+    overrides = [f"{sec}.{kv}" for sec in ("embedding", "chat", "images") for kv in remote]
+    overrides += ["embedding.dimensions=8", "chat.model=m", "images.model=m"]
+    monkeypatch.setenv("LC_KEY", "key-one")
+    first = worker_services(worker_settings(load_settings(None, overrides)), None)
+    monkeypatch.setenv("LC_KEY", "key-two")  # a rotated secret, same worker process
+    second = worker_services(worker_settings(load_settings(None, overrides)), None)
+    assert second is not first
+    assert second.chains.chat_model.openai_api_key.get_secret_value() == "key-two"
+
+
 def test_image_paths_are_safe_and_unique(tmp_path):
     assert image_file_path("/x", "task-1.a") == "/x/task-1.a.png"
     a, b = image_file_path("/x", "../etc/passwd"), image_file_path("/x", "..-etc-passwd")

@@ -277,8 +277,8 @@ def _stats(meta: pq.FileMetaData) -> dict[str, Any]:
     for ci in range(meta.num_columns):
         path = meta.schema.column(ci).path
         if "." in path:
-            top = path.split(".", 1)[0]
-            nulls.setdefault(top, 0)
+            # Leaf counts of a nested column are not its null count; a made-up 0 would let a
+            # Delta reader skip this file for ``col IS NULL``. No stat is always correct.
             continue
         typ = schema.field(path).type
         lo = hi = None

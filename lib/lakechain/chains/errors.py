@@ -99,11 +99,14 @@ def parse_retry_after(headers: Any) -> float | None:
         return None
     try:
         ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(0.0, float(ms) / 1000.0)
         raw = headers.get("retry-after")
     except AttributeError:
         return None
+    if ms is not None:
+        try:  # a garbled header must not turn a retryable 429 into a crash of the classifier
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
     if raw is None:
         return None
     try:

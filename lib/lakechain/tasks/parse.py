@@ -194,6 +194,8 @@ def decode_line(line: str, line_no: int, max_question_chars: int) -> tuple[Any, 
         return None, _error_task(
             raw, None, f"line {line_no}: malformed JSON: {exc.msg} at column {exc.colno}"
         )
+    except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit number, 100k nested brackets
+        return None, _error_task(raw, None, f"line {line_no}: malformed JSON: {exc}"[:500])
     task = parse_record(obj, raw, max_question_chars)
     if task.parse_error:
         task = ParsedTask(**{**task.as_dict(), "parse_error": f"line {line_no}: {task.parse_error}"})

@@ -92,7 +92,11 @@ _SERVICES_LOCK = threading.Lock()
 
 def worker_services(settings: Settings, build_dir: str | None) -> ChainServices:
     """One :class:`ChainServices` per Python worker, settings and index build."""
-    key = hashlib.sha256(f"{settings.model_dump_json()}|{build_dir}".encode()).hexdigest()
+    # The JSON dump masks api keys, so their values are hashed in: a rotated key must not
+    # reuse clients built with the old one in a long-lived worker.
+    secrets = [c.api_key.get_secret_value() for c in (settings.embedding, settings.chat, settings.images)
+               if c.api_key is not None]
+    key = hashlib.sha256(f"{settings.model_dump_json()}|{build_dir}|{secrets}".encode()).hexdigest()
     with _SERVICES_LOCK:
         services = _SERVICES.get(key)
         if services is None:
