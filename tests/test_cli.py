@@ -14,6 +14,13 @@ def test_bad_config_fails_at_start_naming_the_key(capsys):
     assert "storage.rooot: unknown key" in err and "root" in err
 
 
+def test_remote_endpoint_without_its_settings_fails_at_start(capsys):
+    argv = ["run-tasks", "--config", "conf/local.yaml", "--set", "chat.provider=azure_openai"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "chat.base_url, chat.api_version, chat.deployment, chat.api_key" in err
+
+
 def test_every_stage_has_a_subcommand():
     p = build_parser()
     for argv in (["embed"], ["index", "--force"], ["run-tasks", "--retry-failed"], ["pipeline"],

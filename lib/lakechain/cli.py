@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = settings_from_args(args)
+        for section in ENDPOINTS_USED[args.command]:
+            getattr(settings, section).check_remote(section)
     except ConfigError as exc:
         print(f"lakechain: {exc}", file=sys.stderr)
         return 2
@@ -145,6 +147,17 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  [{i}] {src['doc_id']} ({src['score']:.3f}): {src.get('snippet', '')}")
     return 0
 
+
+# Model endpoints each command calls: a remote one lacking its URL/key/deployment fails at
+# start, not on an executor halfway through a run.
+ENDPOINTS_USED = {
+    "embed": ("embedding",),
+    "index": (),
+    "run-tasks": ("embedding", "chat", "images"),
+    "pipeline": ("embedding", "chat", "images"),
+    "sql": (),
+    "ask": ("embedding", "chat"),
+}
 
 COMMANDS = {
     "embed": cmd_embed,
