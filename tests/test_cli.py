@@ -21,6 +21,16 @@ def test_remote_endpoint_without_its_settings_fails_at_start(capsys):
     assert "chat.base_url, chat.api_version, chat.deployment, chat.api_key" in err
 
 
+def test_stage_errors_the_user_fixes_are_one_clear_line(tmp_path, capsys):
+    argv = ["run-tasks", "--set", f"storage.root={tmp_path}", "--set", f"tasks.path={tmp_path}/none.jsonl"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lakechain: ") and "Traceback" not in err
+    assert main(["ask", "--set", f"storage.root={tmp_path}", "What is Spark?"]) == 2
+    err = capsys.readouterr().err
+    assert "lakechain: " in err and "index" in err.lower()
+
+
 def test_every_stage_has_a_subcommand():
     p = build_parser()
     for argv in (["embed"], ["index", "--force"], ["run-tasks", "--retry-failed"], ["pipeline"],

@@ -83,3 +83,13 @@ def test_remote_provider_requirements():
     want = r"chat\.base_url, chat\.api_version, chat\.deployment, chat\.api_key"
     with pytest.raises(ConfigError, match=want):
         s.chat.check_remote("chat")
+
+
+def test_safe_dump_shows_references_not_values_anywhere(monkeypatch):
+    monkeypatch.setenv("LC_STORAGE_KEY", "account-key-123")
+    s = load_settings("conf/local.yaml", ["spark.conf.fs.azure.account.key=${env:LC_STORAGE_KEY}"])
+    assert s.spark.conf["fs.azure.account.key"] == "account-key-123"
+    dumped = s.safe_dump()
+    assert dumped["spark"]["conf"]["fs.azure.account.key"] == "${env:LC_STORAGE_KEY}"
+    assert "account-key-123" not in str(dumped)
+    assert "account-key-123" not in str(s.model_copy(deep=True).safe_dump())

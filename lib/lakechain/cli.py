@@ -80,7 +80,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"lakechain: {exc}", file=sys.stderr)
         return 2
-    return COMMANDS[args.command](settings, args)
+    try:
+        return COMMANDS[args.command](settings, args)
+    except USER_ERRORS as exc:
+        # Problems the user fixes (inputs, missing tables or index, schema): their message
+        # says how, so a traceback would only hide it.
+        print(f"lakechain: {exc}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from lakechain.delta_schema import SchemaMismatchError
+    from lakechain.index.errors import LakechainIndexError
+    from lakechain.tables import TableNotFoundError
+
+    return (ConfigError, LakechainIndexError, TableNotFoundError, SchemaMismatchError, FileNotFoundError)
 
 
 def _session(settings: Settings) -> tuple[Any, Any]:
@@ -147,6 +161,8 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  [{i}] {src['doc_id']} ({src['score']:.3f}): {src.get('snippet', '')}")
     return 0
 
+
+USER_ERRORS = _user_errors()
 
 # Model endpoints each command calls: a remote one lacking its URL/key/deployment fails at
 # start, not on an executor halfway through a run.

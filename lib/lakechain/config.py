@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 _REF = re.compile(r"^\$\{(env|secret):([^}]+)\}$")
 SECRET_KEYS = frozenset({"api_key"})
@@ -184,9 +184,23 @@ class Settings(_Section):
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
 
+    # Resolved value → the reference it came from, so values read from the environment or
+    # a secret scope are shown as their reference wherever they sit, not only in api_key.
+    _refs: dict[str, str] = PrivateAttr(default_factory=dict)
+
     def safe_dump(self) -> dict[str, Any]:
-        """A dict for logs and manifests: secrets are masked."""
-        return self.model_dump(mode="json", by_alias=True)
+        """A dict for logs and manifests: secrets are masked, references shown as written."""
+        return _mask(self.model_dump(mode="json", by_alias=True), self._refs)
+
+
+def _mask(node: Any, refs: Mapping[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _mask(v, refs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_mask(v, refs) for v in node]
+    if isinstance(node, str) and node in refs:
+        return refs[node]
+    return node
 
 
 # --- secret references ---------------------------------------------------------------
@@ -266,9 +280,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return parts, None if value in ("null", "~") else value
 
 
+# Mappings whose own keys contain dots (Spark properties): --set spark.conf.a.b=1 sets "a.b".
+_DOTTED_KEY_MAPS = {("spark", "conf")}
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     for item in overrides:
         parts, value = parse_override(item)
+        if tuple(parts[:2]) in _DOTTED_KEY_MAPS and len(parts) > 3:
+            parts = [*parts[:2], ".".join(parts[2:])]
         node = data
         for p in parts[:-1]:
             nxt = node.get(p)
@@ -339,10 +359,13 @@ def settings_from_dict(
     raw = apply_overrides(_deep_copy(dict(data)), overrides)
     _reject_literal_secrets(raw, "")
     resolved = _resolve_refs(raw, "", secret_getter)
+    refs = _ref_values(raw, resolved)
     try:
-        return Settings.model_validate(resolved)
+        settings = Settings.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, _ref_values(raw, resolved))) from None
+        raise ConfigError(_format_errors(exc, refs)) from None
+    settings._refs = refs
+    return settings
 
 
 def load_settings(
