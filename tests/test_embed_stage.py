@@ -85,6 +85,7 @@ def test_seed_texts_bad_input_and_incremental(spark, settings, tables, tmp_path)
     r2 = run_embed(spark, settings, tables, progress=False)
     assert (r2.chunks_embedded, r2.chunks_removed, r2.documents_unchanged) == (0, 0, 3)
     assert r2.chunks_version == r1.chunks_version
+    assert r2.documents_version == r1.documents_version  # identical snapshot: no commit
 
     # doc 2 changed and doc 3 deleted → only doc 2's chunk re-embedded; stale chunks removed
     write_jsonl(
@@ -92,6 +93,7 @@ def test_seed_texts_bad_input_and_incremental(spark, settings, tables, tmp_path)
         [{"id": "1", "text": SEED[0]}, {"id": "2", "text": SEED[1] + " It is popular."}],
     )
     r3 = run_embed(spark, settings, tables, progress=False)
+    assert r3.documents_version == r2.documents_version + 1
     counts = (r3.documents_changed, r3.documents_unchanged, r3.documents_deleted)
     assert counts == (1, 1, 1) and (r3.chunks_embedded, r3.chunks_removed, r3.chunks_kept) == (1, 2, 1)
     rows = {r["doc_id"]: r for r in chunks_table(tables)["rows"]}

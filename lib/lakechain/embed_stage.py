@@ -250,54 +250,26 @@ def run_embed(
     persisted: list[Any] = []
 
     try:
-        # 1. ingest → documents (one overwrite commit: the table is the current corpus snapshot)
+        # 1. ingest (parsed once, cached; nothing is counted yet: see step 3)
         parsed = read_corpus(spark, settings, tables).persist(StorageLevel.MEMORY_AND_DISK)
         persisted.append(parsed)
         docs = parsed.filter("kind = 'doc'")
-        with _ArrowBatchSize(spark, 16):  # documents can be megabytes each
-            counts = {
-                r["kind"]: r["n"] for r in parsed.groupBy("kind").agg(F.count("*").alias("n")).collect()
-            }
-        report.documents_seen = int(counts.get("doc", 0))
-        report.document_errors = int(counts.get("error", 0))
         lap = report._lap("ingest", t0)
 
-        doc_rows = docs.select("doc_id", "source", "content_hash", "text", "metadata")
-        if tables.exists(DOCUMENTS):
-            prev = tables.read(DOCUMENTS).select(
-                "doc_id", "content_hash", F.col("ingested_at").alias("_prev_at")
-            )
-            doc_rows = doc_rows.join(prev, ["doc_id", "content_hash"], "left").select(
-                "doc_id",
-                "source",
-                "content_hash",
-                "text",
-                "metadata",
-                F.coalesce("_prev_at", F.lit(now)).alias("ingested_at"),
-            )
-        else:
-            doc_rows = doc_rows.withColumn("ingested_at", F.lit(now))
-        report.documents_version = tables.write(doc_rows, DOCUMENTS, mode="overwrite")
-        lap = report._lap("write_documents", lap)
-
         # 2. state from chunks itself (a fixed snapshot: later commits must not change it)
-        existing = None
+        existing = snap = None
         if tables.exists(CHUNKS) and not full:
             v0 = tables.version(CHUNKS)
             snap = tables.read(CHUNKS, version=v0).select("chunk_id", "doc_id", "model")
             snap = snap.persist(StorageLevel.MEMORY_AND_DISK)
             persisted.append(snap)
-            other = snap.filter(F.col("model") != F.lit(name)).count()
-            if other:
-                report.notes.append(
-                    f"removed {other} chunks of another model before re-embedding with {name}"
-                )
-                tables.delete(CHUNKS, "model <> '" + name.replace("'", "''") + "'")
-                report.chunks_removed += other
             existing = snap.filter(F.col("model") == F.lit(name)).select("chunk_id", "doc_id")
+        prev_docs = tables.read(DOCUMENTS) if tables.exists(DOCUMENTS) else None
         lap = report._lap("read_state", lap)
 
-        # 3. expected chunks of every document (deterministic ids)
+        # 3. expected chunks of every document (deterministic ids) and every count this run
+        # needs, in ONE Spark action: each action costs a round of jobs and Python tasks,
+        # which is most of an incremental run's time.
         ch = settings.chunking
         chunked = (
             docs.select("doc_id", "source", "text")
@@ -313,37 +285,80 @@ def run_embed(
             "source", "doc_id", F.col("error").alias("reason"), F.lit("chunk").alias("stage")
         )
         if existing is None:
-            to_embed = expected
+            to_embed = stale = None
             flagged = chunked.withColumn("_have", F.lit(None).cast("int"))
         else:
             to_embed = expected.join(existing.select("chunk_id"), "chunk_id", "left_anti")
+            stale = existing.join(expected.select("chunk_id"), "chunk_id", "left_anti")
             have = existing.select("chunk_id", F.lit(1).alias("_have"))
             flagged = chunked.join(have, "chunk_id", "left")
-        with _ArrowBatchSize(spark, 16):  # one pass: chunk everything, count expected/new/failed
-            agg = flagged.agg(
+        summary = parsed.agg(
+            F.count(F.when(F.col("kind") == "doc", 1)).alias("docs"),
+            F.count(F.when(F.col("kind") == "error", 1)).alias("doc_errors"),
+        ).crossJoin(
+            flagged.agg(
                 F.count(F.when(F.col("error").isNull(), 1)).alias("expected"),
                 F.count(F.when(F.col("error").isNull() & F.col("_have").isNull(), 1)).alias("new"),
                 F.count(F.when(F.col("error").isNotNull(), 1)).alias("failed"),
-            ).collect()[0]
+            )
+        )
+        if snap is not None:
+            summary = summary.crossJoin(
+                snap.agg(F.count(F.when(F.col("model") != F.lit(name), 1)).alias("other"))
+            ).crossJoin(stale.agg(F.collect_set("chunk_id").alias("stale_ids")))
+            summary = summary.crossJoin(_document_counts(docs, existing, to_embed, stale))
+        if prev_docs is not None:
+            summary = summary.crossJoin(_documents_diff(docs, prev_docs))
+        with _ArrowBatchSize(spark, 16):  # documents can be megabytes each
+            agg = summary.collect()[0].asDict()
+        report.documents_seen = int(agg["docs"])
+        report.document_errors = int(agg["doc_errors"])
         report.chunks_expected = int(agg["expected"])
         n_embed = int(agg["new"])
         n_chunk_fail = int(agg["failed"])
         report.chunks_kept = report.chunks_expected - n_embed
         lap = report._lap("chunk_and_diff", lap)
 
-        # 4. embed and append (one commit; executors write the files)
+        # 4. documents: one overwrite commit (the table is the current corpus snapshot),
+        # skipped when the snapshot is identical to the table's
+        if prev_docs is not None and not agg["docs_differ"]:
+            report.documents_version = tables.version(DOCUMENTS)
+        else:
+            doc_rows = docs.select("doc_id", "source", "content_hash", "text", "metadata")
+            if prev_docs is not None:
+                prev = prev_docs.select("doc_id", "content_hash", F.col("ingested_at").alias("_prev_at"))
+                doc_rows = doc_rows.join(prev, ["doc_id", "content_hash"], "left").select(
+                    "doc_id",
+                    "source",
+                    "content_hash",
+                    "text",
+                    "metadata",
+                    F.coalesce("_prev_at", F.lit(now)).alias("ingested_at"),
+                )
+            else:
+                doc_rows = doc_rows.withColumn("ingested_at", F.lit(now))
+            report.documents_version = tables.write(doc_rows, DOCUMENTS, mode="overwrite")
+        lap = report._lap("write_documents", lap)
+
+        # 5. embed and append (one commit; executors write the files); rows of another
+        # model are removed first (vectors of two models cannot share an index)
+        other = int(agg.get("other") or 0)
+        if other:
+            report.notes.append(f"removed {other} chunks of another model before re-embedding with {name}")
+            tables.delete(CHUNKS, "model <> '" + name.replace("'", "''") + "'")
+            report.chunks_removed += other
         done_acc = spark.sparkContext.accumulator(0)
         errors_acc = _list_accumulator(spark)
         if n_embed:
             per_batch = cfg.batch_size
             parallel = spark.sparkContext.defaultParallelism
-            # ≥ 4 batches per task for steady progress, all cores busy, no idle model loads
+            # ≥ 4 batches per task for steady progress, all cores busy, no idle model loads;
+            # a handful of chunks goes to one task (one warm worker, no extra model loads)
             parts = min(
                 max(parallel, math.ceil(n_embed / (per_batch * 4))), 4096, math.ceil(n_embed / per_batch)
             )
-            embedded = to_embed.repartition(parts).mapInArrow(
-                _embed_partition(cfg, name, now, done_acc, errors_acc), CHUNKS_DDL
-            )
+            embedded = (to_embed if to_embed is not None else expected).repartition(parts)
+            embedded = embedded.mapInArrow(_embed_partition(cfg, name, now, done_acc, errors_acc), CHUNKS_DDL)
             with (
                 _ArrowBatchSize(spark, per_batch),
                 ProgressReporter("embed chunks", n_embed, lambda: done_acc.value, enabled=progress),
@@ -356,14 +371,16 @@ def run_embed(
         report.chunks_embedded = n_embed - report.chunk_errors
         lap = report._lap("embed_and_append", lap)
 
-        # 5. remove stale chunks (changed and deleted documents)
+        # 6. remove stale chunks (changed and deleted documents)
         if existing is not None:
-            stale = existing.join(expected.select("chunk_id"), "chunk_id", "left_anti")
-            stale_ids = sorted({r["chunk_id"] for r in stale.select("chunk_id").collect()})
+            stale_ids = sorted(agg["stale_ids"] or [])
             _delete_chunk_ids(tables, stale_ids)
             report.chunks_removed += len(stale_ids)
             if n_embed or stale_ids:
-                _document_counts(report, docs, existing, to_embed, stale)
+                report.documents_new = int(agg["d_new"] or 0)
+                report.documents_changed = int(agg["d_changed"] or 0)
+                report.documents_unchanged = int(agg["d_unchanged"] or 0)
+                report.documents_deleted = int(agg["d_deleted"] or 0)
             else:  # nothing to embed and nothing stale: every document is unchanged
                 report.documents_unchanged = report.documents_seen
         else:
@@ -371,7 +388,7 @@ def run_embed(
         report.chunks_version = tables.version(CHUNKS)
         lap = report._lap("remove_stale", lap)
 
-        # 6. errors of this run (ingest + chunking + embedding), one append
+        # 7. errors of this run (ingest + chunking + embedding), one append
         err_df = parsed.filter("kind = 'error'").select(
             "source", "doc_id", "reason", F.lit("ingest").alias("stage")
         )
@@ -404,8 +421,8 @@ def run_embed(
     return report
 
 
-def _document_counts(report: EmbedReport, docs: Any, existing: Any, to_embed: Any, stale: Any) -> None:
-    """new / changed / unchanged / deleted documents in one aggregate query."""
+def _document_counts(docs: Any, existing: Any, to_embed: Any, stale: Any) -> Any:
+    """One-row DataFrame: new / changed / unchanged / deleted documents (``d_*`` columns)."""
     from pyspark.sql import functions as F
 
     now_ids = docs.select("doc_id").distinct().withColumn("_now", F.lit(1))
@@ -414,21 +431,40 @@ def _document_counts(report: EmbedReport, docs: Any, existing: Any, to_embed: An
         to_embed.select("doc_id").union(stale.select("doc_id")).distinct().withColumn("_touched", F.lit(1))
     )
     joined = now_ids.join(old_ids, "doc_id", "full_outer").join(touched, "doc_id", "left")
-    row = joined.agg(
-        F.sum(F.when(F.col("_now").isNotNull() & F.col("_old").isNull(), 1).otherwise(0)).alias("new"),
-        F.sum(
-            F.when(
-                F.col("_now").isNotNull() & F.col("_old").isNotNull() & F.col("_touched").isNotNull(), 1
-            ).otherwise(0)
-        ).alias("changed"),
-        F.sum(
-            F.when(
-                F.col("_now").isNotNull() & F.col("_old").isNotNull() & F.col("_touched").isNull(), 1
-            ).otherwise(0)
-        ).alias("unchanged"),
-        F.sum(F.when(F.col("_now").isNull(), 1).otherwise(0)).alias("deleted"),
-    ).collect()[0]
-    report.documents_new = int(row["new"] or 0)
-    report.documents_changed = int(row["changed"] or 0)
-    report.documents_unchanged = int(row["unchanged"] or 0)
-    report.documents_deleted = int(row["deleted"] or 0)
+    now, old, hit = F.col("_now").isNotNull(), F.col("_old").isNotNull(), F.col("_touched").isNotNull()
+    return joined.agg(
+        F.sum(F.when(now & ~old, 1).otherwise(0)).alias("d_new"),
+        F.sum(F.when(now & old & hit, 1).otherwise(0)).alias("d_changed"),
+        F.sum(F.when(now & old & ~hit, 1).otherwise(0)).alias("d_unchanged"),
+        F.sum(F.when(~now, 1).otherwise(0)).alias("d_deleted"),
+    )
+
+
+def _documents_diff(docs: Any, prev_docs: Any) -> Any:
+    """One-row DataFrame, ``docs_differ``: rows of the new ``documents`` snapshot that the
+    table lacks or holds differently, plus rows it holds that are gone (0 → skip the commit).
+
+    ``ingested_at`` is carried over for unchanged (doc_id, content_hash) pairs, so equal
+    ids, hashes, sources and metadata mean an identical snapshot.
+    """
+    from pyspark.sql import functions as F
+
+    def key(df: Any, p: str) -> Any:
+        return df.select(
+            "doc_id",
+            F.col("source").alias(f"{p}source"),
+            F.col("content_hash").alias(f"{p}hash"),
+            # maps cannot be compared with =; sorted entries can
+            F.array_sort(F.map_entries(F.coalesce("metadata", F.create_map()))).alias(f"{p}meta"),
+            F.lit(1).alias(f"{p}in"),
+        )
+
+    j = key(docs, "n_").join(key(prev_docs, "p_"), "doc_id", "full_outer")
+    same = (
+        F.col("n_in").isNotNull()
+        & F.col("p_in").isNotNull()
+        & F.col("n_source").eqNullSafe(F.col("p_source"))
+        & F.col("n_hash").eqNullSafe(F.col("p_hash"))
+        & F.col("n_meta").eqNullSafe(F.col("p_meta"))
+    )
+    return j.agg(F.count(F.when(~same, 1)).alias("docs_differ"))

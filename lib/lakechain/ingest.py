@@ -443,18 +443,21 @@ def read_corpus(spark: Any, settings: Any, tables: Any) -> Any:
             f"corpus.path {path!r} is neither a directory nor an existing table; "
             "point corpus.path at a folder of .txt/.md/.html/.jsonl files or a table name"
         )
-    w = Window.partitionBy("doc_id").orderBy("order_key")
-    docs = parsed.filter("kind = 'doc'")
-    ranked = docs.withColumn("_rn", F.row_number().over(w)).withColumn("_first", F.first("source").over(w))
-    dupes = ranked.filter("_rn > 1").select(
-        F.lit("error").alias("kind"),
+    # One window over all rows (errors ranked apart from documents) instead of a union of
+    # three branches: the corpus is read and parsed once, with a single shuffle.
+    is_doc = F.col("kind") == "doc"
+    w = Window.partitionBy("doc_id", is_doc).orderBy("order_key")
+    ranked = parsed.withColumn("_rn", F.row_number().over(w)).withColumn("_first", F.first("source").over(w))
+    dupe = is_doc & (F.col("_rn") > 1)
+    return ranked.select(
+        F.when(dupe, F.lit("error")).otherwise(F.col("kind")).alias("kind"),
         "doc_id",
         "source",
-        F.lit(None).cast("string").alias("content_hash"),
-        F.lit(None).cast("string").alias("text"),
-        F.lit(None).cast("map<string,string>").alias("metadata"),
-        F.concat(F.lit("duplicate doc_id (first seen in "), F.col("_first"), F.lit(")")).alias("reason"),
+        F.when(dupe, F.lit(None).cast("string")).otherwise(F.col("content_hash")).alias("content_hash"),
+        F.when(dupe, F.lit(None).cast("string")).otherwise(F.col("text")).alias("text"),
+        F.when(dupe, F.lit(None).cast("map<string,string>")).otherwise(F.col("metadata")).alias("metadata"),
+        F.when(dupe, F.concat(F.lit("duplicate doc_id (first seen in "), F.col("_first"), F.lit(")")))
+        .otherwise(F.col("reason"))
+        .alias("reason"),
         "order_key",
     )
-    kept = ranked.filter("_rn = 1").drop("_rn", "_first")
-    return kept.unionByName(dupes).unionByName(parsed.filter("kind = 'error'"))
