@@ -181,6 +181,13 @@ def test_table_corpus_and_model_switch(spark, settings, tables, tmp_path):
         rows = chunks_table(tables)["rows"]
         assert r2.chunks_embedded == 2 and {(r["model"], r["dim"]) for r in rows} == {("fake-embed@16", 16)}
         assert len(rows) == 2
+        # Any catalog table works as the corpus too (on Databricks: main.sales.documents).
+        spark.createDataFrame([("z", SEED[2])], "doc_id string, text string").createOrReplaceGlobalTempView(
+            "lc_corpus"
+        )
+        settings.corpus.path = "global_temp.lc_corpus"
+        r3 = run_embed(spark, settings, tables, progress=False)
+        assert (r3.documents_seen, r3.chunks_embedded, r3.chunks_removed) == (1, 1, 2)
 
 
 def test_progress_reporter_lines():

@@ -413,8 +413,7 @@ def read_corpus(spark: Any, settings: Any, tables: Any) -> Any:
             parsed = parsed.unionByName(
                 spark.createDataFrame(_rows(list(list_errors), "\x00listing"), PARSED_DDL)
             )
-    elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", path) and tables.exists(path):
-        src = tables.read(path)
+    elif (src := tables.read_input(path)) is not None:
         cols = set(src.columns)
         id_col = "doc_id" if "doc_id" in cols else "id" if "id" in cols else None
         if id_col is None or "text" not in cols:

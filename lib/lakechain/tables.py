@@ -22,6 +22,7 @@ WriteMode = Literal["append", "overwrite"]
 SchemaMode = Literal["merge", "overwrite"] | None
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUALIFIED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}$")
 
 
 class TableNotFoundError(LookupError):
@@ -86,6 +87,15 @@ class Tables:
         if version is not None:
             reader = reader.option("versionAsOf", int(version))
         return reader.load(self.path(name))
+
+    def read_input(self, path: str) -> DataFrame | None:
+        """An input (corpus or tasks) given as a table: a pipeline table's short name, or any
+        catalog table (``schema.table`` / ``catalog.schema.table``). None when it is neither."""
+        if _NAME.match(path) and self.exists(path):
+            return self.read(path)
+        if _QUALIFIED.match(path) and self.spark.catalog.tableExists(path):
+            return self.spark.table(path)
+        return None
 
     def version(self, name: str) -> int | None:
         if not self.exists(name):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import re
 import time
 import uuid
 from collections import Counter
@@ -58,8 +57,6 @@ __all__ = ["RunReport", "TaskInputError", "read_task_input", "register_result_vi
 
 TASKS = "tasks"
 TASK_FILE_SUFFIXES = (".jsonl", ".json", ".ndjson")
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_QUALIFIED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}$")
 
 
 # --- input ---------------------------------------------------------------------------------
@@ -82,12 +79,9 @@ def read_task_input(spark: SparkSession, settings: Settings, tables: Any) -> tup
         with contextlib.ExitStack() as stack:
             named = [(f.name, stack.enter_context(f.open(encoding="utf-8", errors="replace"))) for f in files]
             return parse_files(named, limit, source=str(p)), str(p)
-    if _TABLE_NAME.match(path) and tables.exists(path):
-        rows = [r.asDict(recursive=True) for r in tables.read(path).collect()]
-        return parse_rows(rows, limit, source=f"table {path}"), f"table {path}"
-    if _QUALIFIED_NAME.match(path) and spark.catalog.tableExists(path):
-        # Any catalog table, e.g. main.sales.questions (docs/databricks.md, tasks_path=...).
-        rows = [r.asDict(recursive=True) for r in spark.table(path).collect()]
+    table = tables.read_input(path)  # a pipeline table, or any catalog table (main.sales.questions)
+    if table is not None:
+        rows = [r.asDict(recursive=True) for r in table.collect()]
         return parse_rows(rows, limit, source=f"table {path}"), f"table {path}"
     raise TaskInputError(
         f"tasks.path {path!r}: not a file, a directory of .jsonl files, or an existing table "
