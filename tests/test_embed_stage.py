@@ -56,7 +56,7 @@ def test_seed_texts_bad_input_and_incremental(spark, settings, tables, tmp_path)
     assert chunks["n"] == 3
     by_doc = {r["doc_id"]: r for r in chunks["rows"]}
     assert [by_doc[str(i + 1)]["text"] for i in range(3)] == SEED
-    emb = np.array([r["embedding"] for r in chunks["rows"]], dtype=np.float32)
+    emb = np.array([by_doc[str(i + 1)]["embedding"] for i in range(3)], dtype=np.float32)
     assert emb.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     for r in chunks["rows"]:

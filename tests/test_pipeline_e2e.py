@@ -69,18 +69,31 @@ def test_ask_answers_with_sources(lake, capsys):
     assert "azure_databricks.txt" in out
 
 
-def test_spark_submit_rerun_is_idempotent(lake):
-    """The job entry point through spark-submit; a rerun embeds and answers nothing new."""
-    root, args = lake
-    before = DeltaTable(str(root / "results")).to_pyarrow_table().sort_by("task_id")
+def _spark_submit(job: str, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     spark_submit = Path(sys.executable).parent / "spark-submit"
-    proc = subprocess.run(
-        [str(spark_submit), "--master", "local[2]", "jobs/pipeline.py", *args],
+    return subprocess.run(
+        [str(spark_submit), "--master", "local[2]", f"jobs/{job}", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
+
+
+@pytest.mark.parametrize(
+    ("job", "says"),
+    [
+        ("pipeline.py", r"chunks:\s+0 embedded"),
+        ("embed_documents.py", r"chunks:\s+0 embedded"),
+        ("build_index.py", r"skipped|up to date"),
+        ("run_tasks.py", r"\b0 pending|pending\W+0\b"),
+    ],
+)
+def test_spark_submit_jobs_rerun_idempotently(lake, job, says):
+    """Each entry point through spark-submit; on an up-to-date lake it changes nothing."""
+    root, args = lake
+    before = DeltaTable(str(root / "results")).to_pyarrow_table().sort_by("task_id")
+    proc = _spark_submit(job, args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert re.search(r"chunks:\s+0 embedded", proc.stdout), proc.stdout[-2000:]
+    assert re.search(says, proc.stdout, flags=re.I), proc.stdout[-2000:]
     after = DeltaTable(str(root / "results")).to_pyarrow_table().sort_by("task_id")
     assert after.num_rows == before.num_rows
     assert after.column("created_at").to_pylist() == before.column("created_at").to_pylist()

@@ -357,7 +357,12 @@ def run_embed(
             parts = min(
                 max(parallel, math.ceil(n_embed / (per_batch * 4))), 4096, math.ceil(n_embed / per_batch)
             )
-            embedded = (to_embed if to_embed is not None else expected).repartition(parts)
+            # Batches of similar length pad less (the raw model sorts its whole input by length).
+            embedded = (
+                (to_embed if to_embed is not None else expected)
+                .repartition(parts)
+                .sortWithinPartitions(F.length("text"))
+            )
             embedded = embedded.mapInArrow(_embed_partition(cfg, name, now, done_acc, errors_acc), CHUNKS_DDL)
             with (
                 _ArrowBatchSize(spark, per_batch),
