@@ -299,9 +299,6 @@ def _stats(meta: pq.FileMetaData) -> dict[str, Any]:
         value = _stat_value(typ, lo), _stat_value(typ, hi)
         if value[0] is not None and value[1] is not None:
             mins[path], maxs[path] = value
-    for top in list(nulls):
-        if top not in schema.names:
-            del nulls[top]
     return {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
 
 
