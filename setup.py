@@ -2,7 +2,7 @@
 
 from setuptools import find_packages, setup
 
-SPARK = ["pyspark==4.2.0", "delta-spark==4.4.1"]  # delta-spark 4.4.1 requires pyspark<=4.2.0
+SPARK = ["pyspark[connect]==4.2.0", "delta-spark==4.4.0"]
 
 setup(
     name="lakechain",

@@ -16,8 +16,8 @@ import time
 from pyspark.sql import functions as F
 
 from lakechain.config import load_settings
-from lakechain.spark import get_spark
-from lakechain.tables import Tables
+from lakechain.storage.session import get_spark
+from lakechain.storage.tables import Tables
 
 
 def main() -> None:

@@ -107,9 +107,9 @@ def main() -> None:
     ap.add_argument("--skip-seed", action="store_true")
     args = ap.parse_args()
 
-    from lakechain.chunking import chunk_text, tokenizer_for
     from lakechain.config import load_settings
-    from lakechain.ingest import normalize_text
+    from lakechain.embed.chunking import chunk_text, tokenizer_for
+    from lakechain.embed.ingest import normalize_text
 
     root = Path(tempfile.mkdtemp(prefix="bench-embed-"))
     corpus = root / "corpus"
@@ -186,9 +186,9 @@ def main() -> None:
         del lc, store
 
     # --- Spark stage ------------------------------------------------------------------
-    from lakechain.embed_stage import run_embed
-    from lakechain.spark import get_spark
-    from lakechain.tables import Tables
+    from lakechain.embed.stage import run_embed
+    from lakechain.storage.session import get_spark
+    from lakechain.storage.tables import Tables
 
     spark = get_spark(settings)
     tables = Tables(spark, settings)

@@ -116,8 +116,8 @@ def flat_in_process(x: np.ndarray, ids: np.ndarray, table: pa.Table, parts: int)
 def flat_spark(table: pa.Table, x: np.ndarray, parts: int, workdir: str) -> dict[str, float]:
     dim = x.shape[1]
     from lakechain.config import load_settings
-    from lakechain.index import index_stage
-    from lakechain.spark import get_spark
+    from lakechain.index import stage as index_stage
+    from lakechain.storage.session import get_spark
 
     path = os.path.join(workdir, "chunks_parquet")
     os.makedirs(path)

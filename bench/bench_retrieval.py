@@ -95,7 +95,7 @@ def main() -> None:
 
     from lakechain.chains.retriever import LakechainRetriever
     from lakechain.config import load_settings
-    from lakechain.embeddings import make_embedder
+    from lakechain.embed.embedders import make_embedder
     from lakechain.testing.openai_server import FakeOpenAIServer
 
     topics = ["Spark", "Delta Lake", "FAISS", "LangChain", "GPT-4", "Azure Databricks", "embeddings"]

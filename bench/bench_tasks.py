@@ -72,10 +72,10 @@ def main() -> None:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     from lakechain.config import load_settings
-    from lakechain.embeddings import make_embedder
-    from lakechain.spark import get_spark
-    from lakechain.tables import Tables
-    from lakechain.tasks.task_stage import run_tasks
+    from lakechain.embed.embedders import make_embedder
+    from lakechain.storage.session import get_spark
+    from lakechain.storage.tables import Tables
+    from lakechain.tasks.stage import run_tasks
     from lakechain.testing.openai_server import FakeOpenAIServer
 
     root = tempfile.mkdtemp(prefix="bench-tasks-")

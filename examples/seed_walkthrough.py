@@ -71,7 +71,7 @@ def image_summary(image: dict[str, Any], path: str) -> dict[str, Any]:
 def run(settings: Any, out_dir: Path, log: Any = print) -> dict[str, Any]:
     """Replay the tutorial; returns a JSON-able summary (also written to summary.json)."""
     from lakechain.chains import InMemorySearcher, build_chains
-    from lakechain.embeddings import cached_embedder
+    from lakechain.embed.embedders import cached_embedder
 
     out_dir.mkdir(parents=True, exist_ok=True)
     embedder = cached_embedder(settings.embedding)

@@ -27,7 +27,7 @@ def base_settings():
 
 @pytest.fixture(scope="session")
 def spark(base_settings, tmp_path_factory) -> Iterator:
-    from lakechain.spark import get_spark
+    from lakechain.storage.session import get_spark
 
     warehouse = tmp_path_factory.mktemp("warehouse")
     settings = base_settings.model_copy(deep=True)
@@ -47,6 +47,6 @@ def settings(base_settings, tmp_path):
 
 @pytest.fixture
 def tables(spark, settings):
-    from lakechain.tables import Tables
+    from lakechain.storage.tables import Tables
 
     return Tables(spark, settings)

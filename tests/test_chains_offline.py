@@ -70,7 +70,7 @@ class ChatCalls(BaseCallbackHandler):
 
 @pytest.fixture(scope="module")
 def embedder():
-    from lakechain.embeddings import cached_embedder
+    from lakechain.embed.embedders import cached_embedder
 
     return cached_embedder(EmbeddingConfig())
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lakechain.chunking import (
+from lakechain.embed.chunking import (
     CL100K_URL,
     HFTokenCounter,
     RegexTokenCounter,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from deltalake import DeltaTable
 
-from lakechain import embed_stage
-from lakechain.chunking import vector_id
-from lakechain.embed_stage import run_embed
+from lakechain.embed import stage as embed_stage
+from lakechain.embed.chunking import vector_id
+from lakechain.embed.stage import run_embed
 from lakechain.testing.openai_server import FakeOpenAIServer
 
 SEED = [
@@ -194,7 +194,7 @@ def test_progress_reporter_lines():
     import io
     import time
 
-    from lakechain.progress import ProgressReporter, format_duration, format_progress
+    from lakechain.runtime.progress import ProgressReporter, format_duration, format_progress
 
     assert format_progress("embed", 50, 200, 10.0) == "embed: 50/200 (25.0%) 5.0/s elapsed 10s ETA 30s"
     assert format_progress("embed", 0, 200, 3.0).endswith("ETA ?")

@@ -8,7 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from lakechain.config import ConfigError, EmbeddingConfig
-from lakechain.embeddings import (
+from lakechain.embed.embedders import (
     LangChainEmbedder,
     as_langchain,
     cached_embedder,

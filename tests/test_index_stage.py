@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from lakechain.index import index_stage, search, store
+from lakechain.index import search, store
+from lakechain.index import stage as index_stage
 from lakechain.index.errors import DuplicateIdError, IndexBuildError, IndexStaleError
 
 CHUNKS_DDL = (

@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from lakechain import ingest
-from lakechain.ingest import (
+from lakechain.embed import ingest
+from lakechain.embed.ingest import (
     Document,
     IngestError,
     content_hash,

@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 from test_tasks_stage import remote, results_rows, save_index, write_lines
 
-from lakechain.embeddings import make_embedder
-from lakechain.tasks.task_stage import run_tasks
+from lakechain.embed.embedders import make_embedder
+from lakechain.tasks.stage import run_tasks
 from lakechain.testing.openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ PASSAGES = [
 
 @pytest.fixture(scope="module")
 def model():
-    from lakechain.embeddings import cached_embedder
+    from lakechain.embed.embedders import cached_embedder
 
     return ExtractiveChatModel(embedder=cached_embedder(EmbeddingConfig()))
 

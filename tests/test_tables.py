@@ -9,8 +9,8 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from lakechain.delta_schema import SchemaMismatchError
-from lakechain.tables import TableNotFoundError
+from lakechain.storage.delta_schema import SchemaMismatchError
+from lakechain.storage.tables import TableNotFoundError
 
 SCHEMA = "id long, text string, vec array<float>, ts timestamp, meta map<string,string>"
 
@@ -69,7 +69,7 @@ def test_file_stats_are_recorded(spark, tables):
 def test_nested_columns_get_no_made_up_null_count(tmp_path):
     import pyarrow.parquet as pq
 
-    from lakechain.delta_source import _stats
+    from lakechain.storage.delta_source import _stats
 
     t = pa.table({"id": ["a", "b"], "vec": pa.array([None, [1.0]], pa.list_(pa.float32()))})
     pq.write_table(t, tmp_path / "f.parquet")

@@ -20,7 +20,7 @@ from PIL import Image
 
 from lakechain.index import store
 from lakechain.tasks.parse import TaskInputError
-from lakechain.tasks.task_stage import register_result_views, run_tasks
+from lakechain.tasks.stage import register_result_views, run_tasks
 from lakechain.testing.openai_server import FakeOpenAIServer
 
 CORPUS = [
@@ -94,7 +94,7 @@ def remote(settings, srv: FakeOpenAIServer) -> None:
 
 def test_local_default_end_to_end(spark, settings, tables, tmp_path):
     """Embedded default (local MiniLM, extractive chat, PNG renderer) with every input kind."""
-    from lakechain.embeddings import cached_embedder
+    from lakechain.embed.embedders import cached_embedder
 
     save_index(settings, cached_embedder(settings.embedding))
     settings.tasks.partitions = 1  # one Python worker loads the local model, not two
@@ -178,7 +178,7 @@ def test_duplicate_ids_and_missing_inputs_fail_up_front(spark, settings, tables,
 
 
 def test_table_and_directory_inputs(spark, settings, tables, tmp_path):
-    from lakechain.tasks.task_stage import read_task_input
+    from lakechain.tasks.stage import read_task_input
 
     df = spark.createDataFrame(
         [("a", "What is Spark?", None), ("b", None, "A lake at dawn"), ("c", None, None)],
@@ -215,7 +215,7 @@ def test_reliability_under_injected_faults_then_retry_failed(spark, settings, ta
         remote(settings, srv)
         # 3 attempts: ~0.6% of calls fail for good (0.18³), so ≥ 97% ok and a few failures to retry
         settings.tasks.max_attempts = 3
-        from lakechain.embeddings import make_embedder
+        from lakechain.embed.embedders import make_embedder
 
         save_index(settings, make_embedder(settings.embedding))
         n = 1000
@@ -304,7 +304,7 @@ def test_killed_run_resumes_to_the_same_rows(spark, settings, tables, tmp_path):
         settings.tasks.max_concurrency = 4
         settings.tasks.commit_every = 40
         settings.tasks.partitions = 2
-        from lakechain.embeddings import make_embedder
+        from lakechain.embed.embedders import make_embedder
 
         embedder = make_embedder(settings.embedding)
         save_index(settings, embedder)
@@ -352,7 +352,7 @@ def test_killed_run_resumes_to_the_same_rows(spark, settings, tables, tmp_path):
         )
 
         # the same input run uninterrupted elsewhere gives the same rows
-        from lakechain.tables import Tables
+        from lakechain.storage.tables import Tables
 
         settings.storage.root = str(tmp_path / "fresh")
         fresh = Tables(spark, settings)

@@ -90,23 +90,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from lakechain.delta_schema import SchemaMismatchError
     from lakechain.index.errors import LakechainIndexError
-    from lakechain.tables import TableNotFoundError
+    from lakechain.storage.delta_schema import SchemaMismatchError
+    from lakechain.storage.tables import TableNotFoundError
 
     return (ConfigError, LakechainIndexError, TableNotFoundError, SchemaMismatchError, FileNotFoundError)
 
 
 def _session(settings: Settings) -> tuple[Any, Any]:
-    from lakechain.spark import get_spark
-    from lakechain.tables import Tables
+    from lakechain.storage.session import get_spark
+    from lakechain.storage.tables import Tables
 
     spark = get_spark(settings)
     return spark, Tables(spark, settings)
 
 
 def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
-    from lakechain.embed_stage import run_embed
+    from lakechain.embed.stage import run_embed
 
     spark, tables = _session(settings)
     print(run_embed(spark, settings, tables))
@@ -114,7 +114,7 @@ def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
-    from lakechain.index.index_stage import run_index
+    from lakechain.index.stage import run_index
 
     spark, tables = _session(settings)
     print(run_index(spark, settings, tables, force=args.force))
@@ -122,7 +122,7 @@ def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run_tasks(settings: Settings, args: argparse.Namespace) -> int:
-    from lakechain.tasks.task_stage import run_tasks
+    from lakechain.tasks.stage import run_tasks
 
     spark, tables = _session(settings)
     print(run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force))
@@ -130,9 +130,9 @@ def cmd_run_tasks(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(settings: Settings, args: argparse.Namespace) -> int:
-    from lakechain.embed_stage import run_embed
-    from lakechain.index.index_stage import run_index
-    from lakechain.tasks.task_stage import run_tasks
+    from lakechain.embed.stage import run_embed
+    from lakechain.index.stage import run_index
+    from lakechain.tasks.stage import run_tasks
 
     spark, tables = _session(settings)
     print(run_embed(spark, settings, tables))

@@ -9,7 +9,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from lakechain.tables import Tables
+from lakechain.storage.tables import Tables
 
 _MAX_CELL = 80
 

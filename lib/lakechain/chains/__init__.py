@@ -103,10 +103,10 @@ def build_chains(
     """Build every chain from ``settings``; pass parts to override them (tests, notebooks).
 
     ``searcher`` defaults to the current index under ``settings.storage``; ``embedder`` to
-    ``lakechain.embeddings.cached_embedder(settings.embedding)`` (one per process).
+    ``lakechain.embed.embedders.cached_embedder(settings.embedding)`` (one per process).
     """
     if embedder is None:
-        from lakechain.embeddings import cached_embedder
+        from lakechain.embed.embedders import cached_embedder
 
         embedder = cached_embedder(settings.embedding)
     if searcher is None:

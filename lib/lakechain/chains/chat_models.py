@@ -28,11 +28,11 @@ def make_chat_model(cfg: ChatConfig, embedder: Any | None = None) -> BaseChatMod
     """Build the chat model of ``settings.chat``.
 
     ``embedder`` is used only by the local extractive model; by default it is the
-    process-wide local embedding model (``lakechain.embeddings.cached_embedder``).
+    process-wide local embedding model (``lakechain.embed.embedders.cached_embedder``).
     """
     if cfg.provider == "local":
         if embedder is None:
-            from lakechain.embeddings import cached_embedder
+            from lakechain.embed.embedders import cached_embedder
 
             embedder = cached_embedder(EmbeddingConfig())
         return ExtractiveChatModel(embedder=embedder, model_name=cfg.model or LOCAL_CHAT_MODEL)

@@ -117,7 +117,7 @@ class LakechainRetriever(BaseRetriever):
     """Top-k chunks for a question, with a score floor and optional MMR re-ranking."""
 
     embedder: Any = Field(exclude=True)
-    """``embed(list[str]) -> (n, dim)`` L2-normalised float32 (``lakechain.embeddings.Embedder``)."""
+    """``embed(list[str]) -> (n, dim)`` L2-normalised float32 (``lakechain.embed.embedders.Embedder``)."""
     searcher: Any = Field(exclude=True)
     """A :class:`ChunkSearcher` (``lakechain.index`` ``LoadedIndex`` or :class:`InMemorySearcher`)."""
     k: int = 4

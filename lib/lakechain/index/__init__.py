@@ -23,12 +23,12 @@ from lakechain.index.search import Hit, LoadedIndex, cached_load, clear_cache, l
 from lakechain.index.store import index_root
 
 if TYPE_CHECKING:
-    from lakechain.index.index_stage import IndexReport
+    from lakechain.index.stage import IndexReport
 
 
 def run_index(*args: Any, **kwargs: Any) -> IndexReport:
-    """See ``lakechain.index.index_stage.run_index``."""
-    from lakechain.index.index_stage import run_index as _run
+    """See ``lakechain.index.stage.run_index``."""
+    from lakechain.index.stage import run_index as _run
 
     return _run(*args, **kwargs)
 

@@ -101,7 +101,7 @@ def worker_services(settings: Settings, build_dir: str | None) -> ChainServices:
         services = _SERVICES.get(key)
         if services is None:
             from lakechain.chains import build_chains
-            from lakechain.embeddings import cached_embedder
+            from lakechain.embed.embedders import cached_embedder
 
             embedder = cached_embedder(settings.embedding)
             searcher: Any = _NoIndex()

@@ -79,7 +79,7 @@ def ensure_delta(spark: SparkSession, settings: Settings) -> None:
     mode = settings.storage.delta
     if mode == "native" or (mode == "auto" and native_delta_available(spark)):
         return
-    from lakechain.delta_source import DeltaDataSource
+    from lakechain.storage.delta_source import DeltaDataSource
 
     spark.dataSource.register(DeltaDataSource)
     spark.conf.set(_LOCAL_DELTA_REGISTERED, "true")

@@ -30,7 +30,7 @@ from pyspark.sql.datasource import (
 )
 from pyspark.sql.types import StructType
 
-from lakechain.delta_schema import (
+from lakechain.storage.delta_schema import (
     arrow_to_spark,
     check_compatible,
     delta_arrow_schema,

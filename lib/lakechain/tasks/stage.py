@@ -120,7 +120,7 @@ def manifest_checksum(manifest: dict[str, Any] | None) -> str | None:
 
 
 def run_context(settings: Settings, run_id: str, manifest: dict[str, Any] | None) -> RunContext:
-    from lakechain.embeddings import model_name
+    from lakechain.embed.embedders import model_name
 
     version = (manifest or {}).get("source", {}).get("version")
     return RunContext(

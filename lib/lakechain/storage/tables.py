@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pyspark.sql import DataFrame, SparkSession
 
 from lakechain.config import Settings
-from lakechain.spark import uses_local_delta
+from lakechain.storage.session import uses_local_delta
 
 WriteMode = Literal["append", "overwrite"]
 SchemaMode = Literal["merge", "overwrite"] | None
@@ -160,7 +160,7 @@ class Tables:
         return self._latest(name)
 
     def _check_schema(self, df: DataFrame, name: str) -> None:
-        from lakechain.delta_schema import check_compatible, delta_arrow_schema
+        from lakechain.storage.delta_schema import check_compatible, delta_arrow_schema
 
         table_schema = delta_arrow_schema(self.read(name).schema)
         check_compatible(table_schema, delta_arrow_schema(df.schema), False, self.full_name(name))
@@ -185,7 +185,7 @@ class Tables:
             import pyarrow.compute as pc
             from deltalake import DeltaTable
 
-            from lakechain.delta_schema import delta_arrow_schema
+            from lakechain.storage.delta_schema import delta_arrow_schema
 
             source = df.toArrow()
             dupes = source.group_by(keys).aggregate([([], "count_all")]).filter(pc.field("count_all") > 1)

@@ -133,7 +133,7 @@ class LocalEmbedder:
 
 def langchain_openai_embeddings(cfg: EmbeddingConfig) -> Any:
     """The LangChain embeddings object for a remote provider (retries, batching, timeouts)."""
-    from lakechain.chunking import ensure_tiktoken_offline
+    from lakechain.embed.chunking import ensure_tiktoken_offline
 
     cfg.check_remote("embedding")
     ensure_tiktoken_offline()

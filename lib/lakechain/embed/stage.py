@@ -31,8 +31,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lakechain.config import Settings
-from lakechain.embeddings import model_name
-from lakechain.progress import ProgressReporter
+from lakechain.embed.embedders import model_name
+from lakechain.runtime.progress import ProgressReporter
 
 CHUNKS = "chunks"
 DOCUMENTS = "documents"
@@ -104,7 +104,7 @@ def _chunk_partition(provider: str, chunk_tokens: int, overlap: int):  # noqa: A
     """mapInPandas function: (doc_id, source, text) → expected chunk rows (or an error row)."""
     import pandas as pd
 
-    from lakechain.chunking import chunk_text, sha256_hex, tokenizer_for
+    from lakechain.embed.chunking import chunk_text, sha256_hex, tokenizer_for
 
     cols = ["chunk_id", "doc_id", "source", "chunk_index", "text", "content_hash", "error"]
 
@@ -131,12 +131,12 @@ def _embed_partition(cfg: Any, name: str, embedded_at: datetime, done_acc: Any, 
     import numpy as np
     import pyarrow as pa
 
-    from lakechain.chunking import vector_id
+    from lakechain.embed.chunking import vector_id
 
     def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
-        from lakechain.embeddings import cached_embedder
+        from lakechain.embed.embedders import cached_embedder
 
         ctx = TaskContext.get()
         threads = ctx.cpus() if ctx is not None else None
@@ -238,7 +238,7 @@ def run_embed(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    from lakechain.ingest import read_corpus
+    from lakechain.embed.ingest import read_corpus
 
     t0 = time.perf_counter()
     cfg = settings.embedding

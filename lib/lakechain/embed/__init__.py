@@ -1,0 +1,1 @@
+"""Embed stage: corpus → documents → chunks with vectors (see ``stage.py``)."""

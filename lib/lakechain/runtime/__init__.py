@@ -1,0 +1,1 @@
+"""Process-wide helpers: one timer, one progress printer, run ids, one per-process cache."""

@@ -1,0 +1,1 @@
+"""Storage: the Spark session, Delta tables by name, and every table schema."""
