@@ -33,18 +33,19 @@ class StorageConfig(_Section):
     root: str = "./lakechain-data"
     """Local directory (or DBFS/volume path) holding every table and the index."""
     catalog: str | None = None
-    """Unity Catalog catalog; with ``schema`` set, tables are ``catalog.schema.name``."""
-    schema_: str | None = Field(default=None, alias="schema")
+    """Unity Catalog catalog: tables are then ``catalog.schema.name`` (managed)."""
+    schema_: str = Field(default="lakechain", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """Schema (database) of the tables: ``lakechain.results`` locally."""
     volume: str | None = None
     """Unity Catalog volume path for the index and images (Databricks)."""
-    delta: Literal["auto", "native", "local"] = "auto"
-    """``native`` = Delta jars/Databricks, ``local`` = delta-rs Python data source."""
+    lock_timeout_s: float = Field(default=600.0, ge=0)
+    """How long a local process waits for another one using the same root's metastore."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
     @property
     def uses_catalog(self) -> bool:
-        return bool(self.catalog and self.schema_)
+        return bool(self.catalog)
 
     @property
     def files_root(self) -> str:
@@ -54,6 +55,9 @@ class StorageConfig(_Section):
 
 class SparkConfig(_Section):
     master: str = "local[*]"
+    remote: str | None = None
+    """Spark Connect: ``sc://host:port``, or ``local[N]`` for a local Connect server
+    (default: the ``SPARK_REMOTE`` environment variable; unset = a classic session)."""
     app_name: str = "lakechain"
     shuffle_partitions: int = Field(default=8, ge=1)
     arrow_batch_size: int = Field(default=1000, ge=1)
@@ -67,6 +71,10 @@ class CorpusConfig(_Section):
     max_document_bytes: int = Field(default=32_000_000, ge=1)
     """Larger documents become ingest_errors rows; smaller ones (a 10 MB book too) are chunked."""
     partitions: int | None = Field(default=None, ge=1)
+    allow_empty: bool = False
+    """An empty corpus is refused (usually a wrong path) unless this is set."""
+    max_delete_fraction: float = Field(default=0.5, ge=0, le=1)
+    """A run that would delete more than this share of the embedded documents refuses."""
 
 
 class ChunkingConfig(_Section):
@@ -109,6 +117,8 @@ class EmbeddingConfig(EndpointConfig):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = Field(default=64, ge=1)
     dimensions: int | None = Field(default=None, ge=1)
+    commit_every: int = Field(default=50_000, ge=1)
+    """Chunks per embed commit: a killed run keeps every finished batch."""
 
 
 class ChatConfig(EndpointConfig):

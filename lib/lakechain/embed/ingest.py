@@ -2,8 +2,8 @@
 
 Bad input never crashes a run and never vanishes: every file or line that cannot become a
 document becomes an error row (``source, doc_id, reason``) that the embed stage appends
-to ``ingest_errors``. Pure functions parse bytes; the thin Spark layer at the bottom lists
-files on the driver (cheap ``stat`` only) and reads/parses them on executors.
+to ``ingest_errors``. Pure functions parse bytes; ``corpus.py`` lists files on the driver
+(cheap ``stat`` only) and reads/parses them on executors.
 
 Document ids (stable across runs, independent of the storage root):
 
@@ -299,29 +299,14 @@ def list_corpus_files(root: str) -> tuple[list[str], list[IngestError]]:
     return sorted(files), errors
 
 
-def dedupe(items: list[Parsed]) -> list[Parsed]:
-    """Keep the first document per doc_id (input order); later ones become error rows."""
-    first: dict[str, str] = {}
-    out: list[Parsed] = []
-    for it in items:
-        if isinstance(it, Document):
-            if it.doc_id in first:
-                out.append(
-                    IngestError(it.source, it.doc_id, f"duplicate doc_id (first seen in {first[it.doc_id]})")
-                )
-                continue
-            first[it.doc_id] = it.source
-        out.append(it)
-    return out
-
-
 def ingest_directory(root: str, max_bytes: int) -> list[Parsed]:
-    """Whole corpus in one process (tests, small corpora, the benchmark's baseline)."""
+    """Whole corpus parsed in one process (tests, the benchmark's baseline); duplicate ids are
+    left in: the Spark reader (``corpus.py``) is the one place that resolves them."""
     files, errors = list_corpus_files(root)
     items: list[Parsed] = list(errors)
     for rel in files:
         items.extend(read_path(root, rel, max_bytes))
-    return dedupe(items)
+    return items
 
 
 def record_to_parsed(rec: dict[str, Any], source: str, max_bytes: int) -> Parsed:
@@ -337,126 +322,3 @@ def record_to_parsed(rec: dict[str, Any], source: str, max_bytes: int) -> Parsed
     if meta is None:
         meta = {}
     return _doc(doc_id, source, normalize_text(text), meta, max_bytes)
-
-
-# --- Spark layer ----------------------------------------------------------------------
-
-PARSED_DDL = (
-    "kind string, doc_id string, source string, content_hash string, text string, "
-    "metadata map<string,string>, reason string, order_key string"
-)
-
-
-def _rows(items: list[Parsed], order_prefix: str) -> list[dict[str, Any]]:
-    rows = []
-    for i, it in enumerate(items):
-        key = f"{order_prefix}\x00{i:010d}"
-        if isinstance(it, Document):
-            rows.append(
-                {
-                    "kind": "doc",
-                    "doc_id": it.doc_id,
-                    "source": it.source,
-                    "content_hash": it.content_hash,
-                    "text": it.text,
-                    "metadata": it.metadata,
-                    "reason": None,
-                    "order_key": key,
-                }
-            )
-        else:
-            rows.append(
-                {
-                    "kind": "error",
-                    "doc_id": it.doc_id,
-                    "source": it.source,
-                    "content_hash": None,
-                    "text": None,
-                    "metadata": None,
-                    "reason": it.reason,
-                    "order_key": key,
-                }
-            )
-    return rows
-
-
-def read_corpus(spark: Any, settings: Any, tables: Any) -> Any:
-    """DataFrame of parsed rows (``PARSED_DDL``): ``kind`` "doc" rows are documents, "error"
-    rows carry a ``reason``. Duplicate doc_ids are already turned into error rows.
-
-    ``corpus.path`` is a directory (files are listed on the driver and read on executors —
-    on a cluster it must be a path every executor can open, e.g. a /Volumes or /dbfs mount)
-    or, when it is not a directory, the name of an existing table.
-    """
-    import pandas as pd
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    corpus = settings.corpus
-    max_bytes = int(corpus.max_document_bytes)
-    path = corpus.path
-    if os.path.isdir(path):
-        root = os.path.abspath(path)
-        files, list_errors = list_corpus_files(root)
-        n = corpus.partitions or max(1, min(len(files), spark.sparkContext.defaultParallelism * 4))
-        listing = spark.createDataFrame([(f,) for f in files], "relpath string").repartition(n)
-
-        def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            for pdf in batches:
-                rows: list[dict[str, Any]] = []
-                for rel in pdf["relpath"]:
-                    rows.extend(_rows(list(read_path(root, rel, max_bytes)), rel))
-                yield pd.DataFrame(rows, columns=[c.split()[0] for c in PARSED_DDL.split(", ")])
-
-        parsed = listing.mapInPandas(parse, PARSED_DDL)
-        if list_errors:
-            parsed = parsed.unionByName(
-                spark.createDataFrame(_rows(list(list_errors), "\x00listing"), PARSED_DDL)
-            )
-    elif (src := tables.read_input(path)) is not None:
-        cols = set(src.columns)
-        id_col = "doc_id" if "doc_id" in cols else "id" if "id" in cols else None
-        if id_col is None or "text" not in cols:
-            raise ValueError(
-                f"corpus table {path!r} needs columns doc_id (or id) and text; has {sorted(cols)}"
-            )
-        select = [F.col(id_col).cast("string").alias("doc_id"), F.col("text").cast("string").alias("text")]
-        if "metadata" in cols:
-            select.append(F.col("metadata"))
-        keyed = src.select(*select).withColumn("_key", F.monotonically_increasing_id())
-
-        def parse_rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            for pdf in batches:
-                rows = []
-                for rec in pdf.to_dict("records"):
-                    meta = rec.get("metadata")
-                    if meta is not None and not isinstance(meta, dict):
-                        rec["metadata"] = dict(meta)
-                    item = record_to_parsed(rec, path, max_bytes)
-                    rows.extend(_rows([item], f"{int(rec['_key']):020d}"))
-                yield pd.DataFrame(rows, columns=[c.split()[0] for c in PARSED_DDL.split(", ")])
-
-        parsed = keyed.mapInPandas(parse_rows, PARSED_DDL)
-    else:
-        raise FileNotFoundError(
-            f"corpus.path {path!r} is neither a directory nor an existing table; "
-            "point corpus.path at a folder of .txt/.md/.html/.jsonl files or a table name"
-        )
-    # One window over all rows (errors ranked apart from documents) instead of a union of
-    # three branches: the corpus is read and parsed once, with a single shuffle.
-    is_doc = F.col("kind") == "doc"
-    w = Window.partitionBy("doc_id", is_doc).orderBy("order_key")
-    ranked = parsed.withColumn("_rn", F.row_number().over(w)).withColumn("_first", F.first("source").over(w))
-    dupe = is_doc & (F.col("_rn") > 1)
-    return ranked.select(
-        F.when(dupe, F.lit("error")).otherwise(F.col("kind")).alias("kind"),
-        "doc_id",
-        "source",
-        F.when(dupe, F.lit(None).cast("string")).otherwise(F.col("content_hash")).alias("content_hash"),
-        F.when(dupe, F.lit(None).cast("string")).otherwise(F.col("text")).alias("text"),
-        F.when(dupe, F.lit(None).cast("map<string,string>")).otherwise(F.col("metadata")).alias("metadata"),
-        F.when(dupe, F.concat(F.lit("duplicate doc_id (first seen in "), F.col("_first"), F.lit(")")))
-        .otherwise(F.col("reason"))
-        .alias("reason"),
-        "order_key",
-    )

@@ -1,86 +1,234 @@
-"""One Spark session factory for every entry point.
+"""One Spark session factory for every entry point: classic, Spark Connect, or the active one.
 
-On Databricks or any cluster the active session is reused untouched. Locally a session
-is built for a laptop (few shuffle partitions, quiet logs, Python workers running this
-interpreter) and the delta-rs backed ``delta`` source is registered when no native Delta
-is on the classpath.
+* On Databricks, or wherever a session is already active, it is reused untouched.
+* ``spark.remote`` (or ``SPARK_REMOTE``) selects Spark Connect: ``sc://host:port`` attaches
+  to a running server, ``local[N]`` starts pyspark's own local Connect server.
+* Otherwise a classic local session is built for a laptop.
+
+Local sessions get native Delta Lake (delta-spark's jars from Maven, the artifact that
+``configure_spark_with_delta_pip`` names) and a metastore under ``<storage.root>/_metastore``,
+so table names persist between processes. That metastore is an embedded Derby database,
+which one JVM opens at a time: a second local process on the same root waits for the lock
+(``storage.lock_timeout_s``) instead of failing on Derby's error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import sys
-
-from pyspark.sql import SparkSession
+import time
+import warnings
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lakechain.config import Settings
+from lakechain.errors import StorageBusyError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-_LOCAL_DELTA_REGISTERED = "lakechain.localDelta"
+SCALA = "2.13"
+METASTORE_DIR = "_metastore"
+_HELD_LOCKS: dict[str, int] = {}
 
 
 def on_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
-def native_delta_available(spark: SparkSession) -> bool:
-    """True where the JVM Delta implementation is present (Databricks, or jars configured)."""
-    if on_databricks():
-        return True
-    jvm = getattr(spark, "_jvm", None)
-    if jvm is None:  # Spark Connect: the server decides; assume a real Delta there.
-        return True
-    try:
-        jvm.org.apache.spark.util.Utils.classForName(
-            "org.apache.spark.sql.delta.DeltaLog", True, False
-        )
-        return True
-    except Exception:
-        return False
+def delta_coordinate() -> str:
+    """``io.delta:delta-spark_<spark major.minor>_2.13:<delta-spark version>``, as the wheel's
+    ``configure_spark_with_delta_pip`` builds it: the installed pair decides the artifact."""
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_{SCALA}:{metadata.version('delta-spark')}"
 
 
-def uses_local_delta(spark: SparkSession) -> bool:
-    return spark.conf.get(_LOCAL_DELTA_REGISTERED, "false") == "true"
+def jars_record() -> Path:
+    """Where the resolved Delta jar paths are kept after the first resolution."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "lakechain" / (delta_coordinate().replace(":", "_") + ".jars")
+
+
+def delta_jars_conf() -> dict[str, str]:
+    """``spark.jars`` when the jars were resolved before (offline, no resolver output), else
+    ``spark.jars.packages`` (Spark's resolver fetches them from Maven Central once)."""
+    record = jars_record()
+    if record.is_file():
+        jars = record.read_text(encoding="utf-8").split()
+        if jars and all(os.path.isfile(j) for j in jars):
+            return {"spark.jars": ",".join(jars)}
+    return {"spark.jars.packages": delta_coordinate()}
+
+
+def remember_jars(spark: SparkSession) -> None:
+    """Record the jar files Spark resolved, so later sessions skip the resolver."""
+    with contextlib.suppress(Exception):
+        jars = [
+            j.removeprefix("file://").removeprefix("file:") for j in spark.conf.get("spark.jars").split(",")
+        ]
+        jars = [j for j in jars if j.endswith(".jar") and os.path.isfile(j)]
+        if any("delta-spark" in os.path.basename(j) for j in jars):
+            record = jars_record()
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text("\n".join(jars) + "\n", encoding="utf-8")
+
+
+def local_conf(settings: Settings) -> dict[str, str]:
+    """Spark settings of a session Lakechain starts itself (never applied to an active one)."""
+    cfg = settings.spark
+    meta = os.path.join(os.path.abspath(settings.storage.root), METASTORE_DIR)
+    conf = {
+        **delta_jars_conf(),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": os.path.join(meta, "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={os.path.join(meta, 'metastore_db')};create=true"
+        ),
+        "spark.driver.extraJavaOptions": f"\"-Dderby.system.home={meta}\"",
+        # Delta reads its log with this many tasks; 50 (the default) dominates small tables.
+        "spark.databricks.delta.snapshotPartitions": str(max(1, min(cfg.shuffle_partitions, 8))),
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.arrow_batch_size),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.log.level": cfg.log_level,
+    }
+    conf.update(cfg.conf)
+    return conf
+
+
+def remote_url(settings: Settings) -> str | None:
+    return settings.spark.remote or os.environ.get("SPARK_REMOTE") or None
 
 
 def get_spark(settings: Settings) -> SparkSession:
+    """The active session, else a new one as the settings say (see the module doc)."""
+    from pyspark.sql import SparkSession
+
     active = SparkSession.getActiveSession()
     if active is not None:
-        spark = active
-    else:
-        # Executors' Python workers must import the same packages as the driver.
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        cfg = settings.spark
-        builder = (
-            SparkSession.builder.master(cfg.master)
-            .appName(cfg.app_name)
-            .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
-            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.arrow_batch_size))
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.ui.enabled", "false")
-        )
-        for key, value in cfg.conf.items():
-            builder = builder.config(key, value)
-        spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel(cfg.log_level)
-    ensure_delta(spark, settings)
+        return active
+    remote = remote_url(settings)
+    if remote and remote.startswith("sc://"):
+        return SparkSession.builder.remote(remote).getOrCreate()
+    # Executors' Python workers must import the same packages as the driver.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    lock_metastore(settings)
+    builder = SparkSession.builder.appName(settings.spark.app_name)
+    for key, value in local_conf(settings).items():
+        builder = builder.config(key, value)
+    with warnings.catch_warnings():
+        # A local Connect server gets static settings at start; the client then tries to set
+        # them again at run time and warns that it cannot (they are already in force).
+        warnings.filterwarnings("ignore", message="Failed to set")
+        if remote:
+            spark = builder.remote(remote).getOrCreate()
+        else:
+            spark = builder.master(settings.spark.master).getOrCreate()
+    if "spark.jars.packages" in local_conf(settings):
+        remember_jars(spark)
     return spark
 
 
-def ensure_delta(spark: SparkSession, settings: Settings) -> None:
-    """Register the local ``delta`` source unless native Delta serves that name."""
-    if uses_local_delta(spark):
+def lock_metastore(settings: Settings) -> None:
+    """Hold ``<root>/_metastore/.lock`` for this process's life (the OS frees it on exit,
+    even on SIGKILL), waiting up to ``storage.lock_timeout_s`` for another holder."""
+    meta = os.path.join(os.path.abspath(settings.storage.root), METASTORE_DIR)
+    if meta in _HELD_LOCKS:
         return
-    mode = settings.storage.delta
-    if mode == "native" or (mode == "auto" and native_delta_available(spark)):
-        return
-    from lakechain.storage.delta_source import DeltaDataSource
+    try:
+        os.makedirs(meta, exist_ok=True)
+        fd = os.open(os.path.join(meta, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageBusyError(
+            f"storage.root {os.path.abspath(settings.storage.root)}: cannot create {meta} ({exc.strerror}); "
+            "point storage.root at a writable directory"
+        ) from None
+    deadline = time.monotonic() + settings.storage.lock_timeout_s
+    waited = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise StorageBusyError(
+                    f"another Lakechain process is using {settings.storage.root} (lock {meta}/.lock); "
+                    "wait for it to finish, or raise storage.lock_timeout_s"
+                ) from None
+            if not waited:
+                log.warning("waiting for another Lakechain process on %s", settings.storage.root)
+                waited = True
+            time.sleep(0.5)
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _HELD_LOCKS[meta] = fd
 
-    spark.dataSource.register(DeltaDataSource)
-    spark.conf.set(_LOCAL_DELTA_REGISTERED, "true")
-    log.info("native Delta not found: using the delta-rs backed Python data source")
+
+@contextlib.contextmanager
+def arrow_batch(spark: SparkSession, rows: int) -> Iterator[None]:
+    """Rows per Arrow batch handed to pandas/Arrow UDFs while the block runs (a runtime
+    setting, so it works on Spark Connect too)."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    old = spark.conf.get(key, None)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        if old is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, old)
+
+
+def is_connect(spark: object) -> bool:
+    """True for a Spark Connect session (no SparkContext, no JVM in this process's API)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """Task slots for sizing partitions, without a SparkContext (absent under Connect):
+    ``local[N]`` gives N, ``local[*]`` the cores, a cluster its default parallelism."""
+    with contextlib.suppress(Exception):
+        value = spark.conf.get("spark.default.parallelism", None)
+        if value:
+            return max(1, int(value))
+    with contextlib.suppress(Exception):
+        master = spark.conf.get("spark.master", "") or ""
+        if master.startswith("local"):
+            n = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
+            return max(1, os.cpu_count() or 1) if n.startswith("*") else max(1, int(n.split(",")[0]))
+    with contextlib.suppress(Exception):
+        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "2") or 2))
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover - scripts/setup.sh: fetch the Delta jars once
+    from lakechain.config import load_settings
+
+    s = load_settings(
+        None,
+        [
+            f"storage.root={sys.argv[1] if len(sys.argv) > 1 else '/tmp/lakechain-setup'}",
+            "spark.master=local[1]",
+        ],
+    )
+    session = get_spark(s)
+    session.sql("SELECT 1").collect()
+    session.stop()
+    print(f"Delta jars ready: {delta_coordinate()} ({jars_record()})")

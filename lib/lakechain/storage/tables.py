@@ -1,92 +1,141 @@
-"""The only module that knows whether Delta is native or served by delta-rs.
+"""Delta tables by name: the only module that knows where tables live and how Delta is spoken.
 
-Stages call ``Tables(spark, settings)`` and never touch paths, catalogs or Delta APIs:
-``write``, ``read``, ``merge``, ``delete``, ``history``, ``version``, ``exists``.
-Names resolve to ``<storage.root>/<name>`` locally and ``catalog.schema.name`` in Unity
-Catalog. Locally (no Delta jars) writes go through the ``delta`` Python data source and
-MERGE/DELETE through ``deltalake``; natively through ``delta.tables.DeltaTable``.
+Stages call storage verbs (``write``, ``merge``, ``insert_new``, ``delete_where``,
+``truncate``, ``stage``) and never build SQL strings, touch paths or ask whether a catalog
+is in use. Every verb is Delta SQL or the DataFrame writer, so the same code runs on a
+classic session, on Spark Connect and on Databricks:
+
+* locally, tables are ``<schema>.<name>`` (default ``lakechain.results``) in the session's
+  metastore, stored as external Delta tables at ``<storage.root>/<name>``: any Spark session
+  with the same metastore settings reads them by name, and any Delta reader by path;
+* in Unity Catalog (``storage.catalog`` set), tables are ``catalog.schema.name``, managed.
+
+Writers retry Delta's optimistic-concurrency conflicts (two runs committing to one table at
+once), so a concurrent writer never duplicates rows: MERGE re-reads the table on retry.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from typing import Any, Literal
-
-from pyspark.sql import DataFrame, SparkSession
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from lakechain.config import Settings
-from lakechain.storage.session import uses_local_delta
+from lakechain.errors import SchemaMismatchError, TableNotFoundError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 WriteMode = Literal["append", "overwrite"]
 SchemaMode = Literal["merge", "overwrite"] | None
+T = TypeVar("T")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUALIFIED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}$")
+_CONFLICT = re.compile(
+    r"Concurrent(Append|Delete\w*|Transaction|Modification)|DELTA_CONCURRENT_|"
+    r"ProtocolChanged|MetadataChanged"
+)
+CONFLICT_RETRIES = 8
 
 
-class TableNotFoundError(LookupError):
-    pass
+def quote(name: str) -> str:
+    """``a.b.c`` → ```a`.`b`.`c```: identifiers are validated, then quoted anyway."""
+    return ".".join(f"`{part}`" for part in name.split("."))
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (paths may hold quotes, spaces, ``%`` or unicode)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 class Tables:
+    """The pipeline's tables under one storage root (or one Unity Catalog schema)."""
+
     def __init__(self, spark: SparkSession, settings: Settings) -> None:
         self.spark = spark
         self.settings = settings
-        self.local = uses_local_delta(spark)
         self.storage = settings.storage
+        self._schema_ready = False
 
     # --- naming -----------------------------------------------------------------------
 
-    def _check(self, name: str) -> str:
+    @staticmethod
+    def _check(name: str) -> str:
         if not _NAME.match(name):
             raise ValueError(f"table name {name!r}: use letters, digits and underscores")
         return name
 
-    def path(self, name: str) -> str:
-        """Local directory of a path-based table."""
-        return os.path.abspath(os.path.join(self.storage.root, self._check(name)))
+    @property
+    def schema(self) -> str:
+        """``catalog.schema`` in Unity Catalog, else the local schema (database) name."""
+        s = self.storage
+        return f"{s.catalog}.{s.schema_}" if s.uses_catalog else s.schema_
 
     def full_name(self, name: str) -> str:
-        """What SQL users write: ``catalog.schema.name`` in Unity Catalog, else ``name``."""
-        self._check(name)
+        """What SQL users write: ``lakechain.results`` locally, ``main.lakechain.results`` in UC."""
+        return f"{self.schema}.{self._check(name)}"
+
+    def location(self, name: str) -> str | None:
+        """Where a local table's files are (``<storage.root>/<name>``); None in Unity Catalog."""
         if self.storage.uses_catalog:
-            return f"{self.storage.catalog}.{self.storage.schema_}.{name}"
-        return name
+            return None
+        return os.path.join(os.path.abspath(self.storage.root), self._check(name))
 
     @property
     def files_root(self) -> str:
         """Directory for non-table files (the index, images)."""
         return os.path.abspath(self.storage.files_root)
 
+    def ensure_schema(self) -> None:
+        """Create the schema (database) once; locally its default location is the root."""
+        if self._schema_ready:
+            return
+        if self.storage.uses_catalog:
+            self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
+        else:
+            root = os.path.abspath(self.storage.root)
+            self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)} LOCATION {sql_string(root)}")
+            self._adopt_unregistered(root)
+        self._schema_ready = True
+
+    def _adopt_unregistered(self, root: str) -> None:
+        """Register Delta tables found under the root but missing from the metastore (a new
+        metastore, or a root copied from elsewhere) so they are readable by name again."""
+        if not os.path.isdir(root):
+            return
+        for entry in sorted(os.listdir(root)):
+            if _NAME.match(entry) and os.path.isdir(os.path.join(root, entry, "_delta_log")):
+                if not self.spark.catalog.tableExists(self.full_name(entry)):
+                    self.spark.sql(
+                        f"CREATE TABLE IF NOT EXISTS {quote(self.full_name(entry))} USING delta "
+                        f"LOCATION {sql_string(os.path.join(root, entry))}"
+                    )
+
     # --- reads ------------------------------------------------------------------------
 
     def exists(self, name: str) -> bool:
-        if self.storage.uses_catalog:
-            return bool(self.spark.catalog.tableExists(self.full_name(name)))
-        if self.local:
-            from deltalake import DeltaTable
-
-            return bool(DeltaTable.is_deltatable(self.path(name)))
-        return os.path.isdir(os.path.join(self.path(name), "_delta_log"))
+        self.ensure_schema()
+        return bool(self.spark.catalog.tableExists(self.full_name(name)))
 
     def _require(self, name: str) -> None:
         if not self.exists(name):
-            where = self.full_name(name) if self.storage.uses_catalog else self.path(name)
             raise TableNotFoundError(
-                f"table {name!r} does not exist at {where}; run the stage that writes it"
+                f"table {self.full_name(name)} does not exist yet; run the stage that writes it "
+                "(`lakechain pipeline` runs them all)"
             )
 
     def read(self, name: str, version: int | None = None) -> DataFrame:
         self._require(name)
-        if self.storage.uses_catalog:
-            if version is None:
-                return self.spark.table(self.full_name(name))
-            return self.spark.sql(f"SELECT * FROM {self.full_name(name)} VERSION AS OF {int(version)}")
-        reader = self.spark.read.format("delta")
-        if version is not None:
-            reader = reader.option("versionAsOf", int(version))
-        return reader.load(self.path(name))
+        if version is None:
+            return self.spark.table(self.full_name(name))
+        return self.spark.sql(f"SELECT * FROM {quote(self.full_name(name))} VERSION AS OF {int(version)}")
 
     def read_input(self, path: str) -> DataFrame | None:
         """An input (corpus or tasks) given as a table: a pipeline table's short name, or any
@@ -97,79 +146,102 @@ class Tables:
             return self.spark.table(path)
         return None
 
-    def version(self, name: str) -> int | None:
-        if not self.exists(name):
-            return None
-        return int(self.history(name)[0]["version"])
-
-    def history(self, name: str) -> list[dict[str, Any]]:
+    def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits newest first: version, timestamp, operation, parameters, metrics."""
         self._require(name)
-        if self.local:
-            from deltalake import DeltaTable
-
-            rows = DeltaTable(self.path(name)).history()
-            return [
-                {
-                    "version": r.get("version"),
-                    "timestamp": r.get("timestamp"),
-                    "operation": r.get("operation"),
-                    "parameters": r.get("operationParameters", {}),
-                    "metrics": r.get("operationMetrics", {}),
-                }
-                for r in sorted(rows, key=lambda r: r.get("version", 0), reverse=True)
-            ]
-        rows = self._native(name).history().orderBy("version", ascending=False).collect()
+        query = f"DESCRIBE HISTORY {quote(self.full_name(name))}" + (f" LIMIT {int(limit)}" if limit else "")
+        rows = (
+            self.spark.sql(query)
+            .select("version", "timestamp", "operation", "operationParameters", "operationMetrics")
+            .collect()
+        )
         return [
             {
-                "version": r["version"],
+                "version": int(r["version"]),
                 "timestamp": r["timestamp"],
                 "operation": r["operation"],
                 "parameters": dict(r["operationParameters"] or {}),
                 "metrics": dict(r["operationMetrics"] or {}),
             }
-            for r in rows
+            for r in sorted(rows, key=lambda r: r["version"], reverse=True)
         ]
+
+    def version(self, name: str) -> int | None:
+        """The table's current version; None when it does not exist."""
+        if not self.exists(name):
+            return None
+        return int(self.history(name, limit=1)[0]["version"])
 
     # --- writes -----------------------------------------------------------------------
 
     def write(
         self, df: DataFrame, name: str, mode: WriteMode = "append", schema_mode: SchemaMode = None
     ) -> int:
-        """Append or overwrite in one commit; returns the new version.
+        """Append or overwrite in one commit (creating the table); returns the new version.
 
-        A schema that differs from the table's raises naming the columns; ``schema_mode``
-        "merge" adds new columns, "overwrite" (with mode="overwrite") replaces the schema.
+        A schema that differs from the table's raises naming the columns, before any Spark
+        job runs; ``schema_mode`` "merge" adds new columns, "overwrite" (with
+        mode="overwrite") replaces the schema.
         """
         if mode not in ("append", "overwrite"):
             raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
         if schema_mode == "overwrite" and mode != "overwrite":
             raise ValueError("schema_mode='overwrite' needs mode='overwrite'")
-        if schema_mode is None and self.exists(name):
-            # Fail before any task runs, with the same message on native and local Delta.
-            self._check_schema(df, name)
+        exists = self.exists(name)
+        if schema_mode is None and exists:
+            self.check_schema(df, name)
         writer = df.write.format("delta").mode(mode)
         if schema_mode == "merge":
             writer = writer.option("mergeSchema", "true")
         elif schema_mode == "overwrite":
             writer = writer.option("overwriteSchema", "true")
-        if self.storage.uses_catalog:
-            writer.saveAsTable(self.full_name(name))
-        else:
-            writer.save(self.path(name))
+        location = self.location(name)
+        if location is not None and not exists:
+            writer = writer.option("path", location)
+        self._retrying(f"write {name}", lambda: writer.saveAsTable(self.full_name(name)))
         return self._latest(name)
 
-    def _check_schema(self, df: DataFrame, name: str) -> None:
-        from lakechain.storage.delta_schema import check_compatible, delta_arrow_schema
+    def create_empty(self, name: str, ddl: str) -> int:
+        """Create ``name`` with no rows when it does not exist (so SQL users can always query it)."""
+        if self.exists(name):
+            return self._latest(name)
+        return self.write(self.spark.createDataFrame([], ddl), name)
 
-        table_schema = delta_arrow_schema(self.read(name).schema)
-        check_compatible(table_schema, delta_arrow_schema(df.schema), False, self.full_name(name))
+    def check_schema(self, df: DataFrame, name: str) -> None:
+        """Raise :class:`SchemaMismatchError` naming every column whose type differs from the
+        table's, or that the table lacks. Missing columns are allowed (written as null)."""
+        table = {f.name.lower(): f for f in self.read(name).schema.fields}
+        problems = []
+        for f in df.schema.fields:
+            t = table.get(f.name.lower())
+            if f.dataType.simpleString() == "void":  # an all-null literal fits any column
+                continue
+            if t is None:
+                problems.append(f"column {f.name!r} is not in the table")
+            elif t.name != f.name:
+                problems.append(f"column {f.name!r} differs only in case from table column {t.name!r}")
+            elif t.dataType.simpleString() != f.dataType.simpleString():
+                problems.append(
+                    f"column {f.name!r} is {f.dataType.simpleString()}, table has {t.dataType.simpleString()}"
+                )
+        if problems:
+            raise SchemaMismatchError(f"write to {self.full_name(name)} refused: " + "; ".join(problems))
 
-    def merge(self, df: DataFrame, name: str, keys: list[str], schema_mode: SchemaMode = None) -> int:
-        """Upsert ``df`` on ``keys``: matched rows are updated, new rows inserted.
+    def merge(
+        self,
+        df: DataFrame,
+        name: str,
+        keys: list[str],
+        *,
+        matched: Literal["update", "delete"] | None = "update",
+        not_matched: Literal["insert"] | None = "insert",
+        schema_mode: SchemaMode = None,
+    ) -> int:
+        """MERGE ``df`` into ``name`` on ``keys`` (creating the table if absent with an insert).
 
-        Creates the table when it does not exist. Duplicate keys in ``df`` are an error
-        (Delta refuses them too), not a silent choice of one row.
+        Default: upsert. ``matched=None`` inserts only new keys (idempotent appends);
+        ``matched="delete", not_matched=None`` deletes the keys present in ``df``. Duplicate
+        keys in ``df`` make Delta refuse the MERGE rather than pick a row silently.
         """
         if not keys:
             raise ValueError("merge needs at least one key column")
@@ -177,99 +249,112 @@ class Tables:
         if missing:
             raise ValueError(f"merge keys not in the data: {missing}")
         if not self.exists(name):
+            if not_matched is None:
+                return -1
             return self.write(df, name, "append")
-        if schema_mode is None:
-            self._check_schema(df, name)
-        predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-        if self.local:
-            import pyarrow.compute as pc
-            from deltalake import DeltaTable
-
-            from lakechain.storage.delta_schema import delta_arrow_schema
-
-            source = df.toArrow()
-            dupes = source.group_by(keys).aggregate([([], "count_all")]).filter(pc.field("count_all") > 1)
-            if dupes.num_rows:
-                raise ValueError(
-                    f"merge into {name}: {dupes.num_rows} key(s) appear more than once in the source, "
-                    f"e.g. {dupes.slice(0, 3).select(keys).to_pylist()}"
-                )
-            source = source.cast(delta_arrow_schema(df.schema))
-            (
-                DeltaTable(self.path(name))
-                .merge(
-                    source,
-                    predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    merge_schema=schema_mode == "merge",
-                )
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
-        else:
-            if schema_mode == "merge":
-                self.spark.conf.set("spark.databricks.delta.schema.autoMerge.enabled", "true")
-            (
-                self._native(name)
-                .alias("t")
-                .merge(df.alias("s"), predicate)
-                .whenMatchedUpdateAll()
-                .whenNotMatchedInsertAll()
-                .execute()
-            )
+        if schema_mode is None and not_matched is not None:
+            self.check_schema(df, name)
+        view = f"lakechain_merge_{uuid.uuid4().hex[:12]}"
+        df.createOrReplaceTempView(view)
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        clauses = []
+        if matched == "update":
+            clauses.append("WHEN MATCHED THEN UPDATE SET *")
+        elif matched == "delete":
+            clauses.append("WHEN MATCHED THEN DELETE")
+        if not_matched == "insert":
+            clauses.append("WHEN NOT MATCHED THEN INSERT *")
+        evolve = "WITH SCHEMA EVOLUTION " if schema_mode == "merge" else ""
+        query = f"MERGE {evolve}INTO {quote(self.full_name(name))} t USING {view} s ON {on} " + " ".join(
+            clauses
+        )
+        try:
+            self._retrying(f"merge into {name}", lambda: self.spark.sql(query).collect())
+        finally:
+            self.spark.catalog.dropTempView(view)
         return self._latest(name)
 
-    def delete(self, name: str, where: str) -> int:
-        """Delete rows matching a SQL predicate; returns the new version."""
+    def insert_new(self, df: DataFrame, name: str, keys: list[str]) -> int:
+        """Insert rows whose keys the table lacks: rerunning (or racing) never duplicates."""
+        return self.merge(df, name, keys, matched=None)
+
+    def delete_where(self, name: str, column: str, values: DataFrame | Iterable[str]) -> int | None:
+        """Delete rows whose ``column`` is in ``values`` (a one-column DataFrame or strings).
+
+        A DataFrame of keys is joined by a MERGE, so no key list reaches the driver or a SQL
+        string however many there are. Returns the new version (None: nothing to delete).
+        """
+        if not self.exists(name):
+            return None
+        if not hasattr(values, "schema"):
+            items = sorted(set(values))  # type: ignore[arg-type]
+            if not items:
+                return None
+            values = self.spark.createDataFrame([(v,) for v in items], f"`{column}` string")
+        keys: DataFrame = values.select(column).distinct()  # type: ignore[union-attr]
+        return self.merge(keys, name, [column], matched="delete", not_matched=None)
+
+    def delete_other(self, name: str, column: str, keep: str) -> int:
+        """Delete every row whose ``column`` differs from ``keep`` (e.g. another model's chunks)."""
         self._require(name)
-        if self.local:
-            from deltalake import DeltaTable
-
-            DeltaTable(self.path(name)).delete(where)
-        else:
-            self._native(name).delete(where)
+        self._retrying(
+            f"delete from {name}",
+            lambda: self.spark.sql(
+                f"DELETE FROM {quote(self.full_name(name))} WHERE `{column}` IS NULL "
+                f"OR `{column}` <> {sql_string(keep)}"
+            ).collect(),
+        )
         return self._latest(name)
+
+    def truncate(self, name: str) -> int | None:
+        """Remove every row in one commit (history and time travel kept)."""
+        if not self.exists(name):
+            return None
+        self._retrying(
+            f"truncate {name}", lambda: self.spark.sql(f"DELETE FROM {quote(self.full_name(name))}").collect()
+        )
+        return self._latest(name)
+
+    def stage(self, df: DataFrame, name: str) -> DataFrame:
+        """Materialise ``df`` once into table ``name`` (overwritten) and return a read of it.
+
+        Why: a DataFrame with model calls in it must be evaluated exactly once, yet feed
+        several writes and counts. Executors write the rows; nothing passes the driver.
+        """
+        self.write(df, name, "overwrite", "overwrite")
+        return self.read(name)
 
     # --- SQL --------------------------------------------------------------------------
 
     def names(self) -> list[str]:
-        """Tables that exist under this storage root (or catalog schema)."""
-        if self.storage.uses_catalog:
-            rows = self.spark.sql(f"SHOW TABLES IN {self.storage.catalog}.{self.storage.schema_}").collect()
-            return sorted(r["tableName"] for r in rows)
-        root = os.path.abspath(self.storage.root)
-        if not os.path.isdir(root):
-            return []
-        return sorted(
-            n
-            for n in os.listdir(root)
-            if _NAME.match(n) and os.path.isdir(os.path.join(root, n, "_delta_log"))
-        )
+        """Tables (and views) that exist in this schema."""
+        self.ensure_schema()
+        rows = self.spark.sql(f"SHOW TABLES IN {quote(self.schema)}").collect()
+        return sorted(r["tableName"] for r in rows if not r["isTemporary"])
 
-    def register_views(self) -> list[str]:
-        """Expose every table by its short name to ``spark.sql`` (temp views)."""
-        names = self.names()
-        if self.storage.uses_catalog:
-            self.spark.sql(f"USE {self.storage.catalog}.{self.storage.schema_}")
-            return names
-        for n in names:
-            self.read(n).createOrReplaceTempView(n)
-        return names
+    def use(self) -> None:
+        """Make short names (``results``) resolve to this schema's tables in ``spark.sql``."""
+        self.ensure_schema()
+        self.spark.sql(f"USE {quote(self.schema)}")
+
+    def create_view(self, name: str, body: str) -> None:
+        """A persistent view in the schema: readable by name from any session, as tables are."""
+        self.spark.sql(f"CREATE OR REPLACE VIEW {quote(self.full_name(name))} AS {body}")
 
     # --- internals --------------------------------------------------------------------
 
-    def _native(self, name: str) -> Any:
-        from delta.tables import DeltaTable
-
-        if self.storage.uses_catalog:
-            return DeltaTable.forName(self.spark, self.full_name(name))
-        return DeltaTable.forPath(self.spark, self.path(name))
-
     def _latest(self, name: str) -> int:
-        if self.local:
-            from deltalake import DeltaTable
+        return int(self.history(name, limit=1)[0]["version"])
 
-            return int(DeltaTable(self.path(name)).version())
-        return int(self._native(name).history(1).collect()[0]["version"])
+    def _retrying(self, what: str, action: Callable[[], T]) -> T:
+        """Run ``action``; on a Delta concurrency conflict, wait and run it again."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                return action()
+            except Exception as exc:
+                if attempt == CONFLICT_RETRIES or not _CONFLICT.search(f"{type(exc).__name__} {exc}"):
+                    raise
+                delay = min(5.0, 0.2 * 2**attempt)
+                log.warning("%s: concurrent commit, retrying in %.1f s (%s)", what, delay, type(exc).__name__)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
