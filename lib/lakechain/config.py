@@ -61,7 +61,8 @@ class SparkConfig(_Section):
     app_name: str = "lakechain"
     shuffle_partitions: int = Field(default=8, ge=1)
     arrow_batch_size: int = Field(default=1000, ge=1)
-    log_level: str = "WARN"
+    log_level: str = "ERROR"
+    """Spark's own log level for sessions Lakechain starts (its WARN lines are mostly noise)."""
     conf: dict[str, str] = Field(default_factory=dict)
 
 
@@ -177,6 +178,10 @@ class TasksConfig(_Section):
     backoff_max_s: float = Field(default=30.0, ge=0)
     max_question_chars: int = Field(default=4000, ge=1)
     write_image_files: bool = True
+    store_image_bytes: bool = False
+    """Also keep each PNG's bytes in ``results.image_png`` (off: the table holds the file's path)."""
+    max_error_fraction: float = Field(default=0.5, ge=0, le=1)
+    """A run whose failed share of tasks exceeds this exits non-zero (committed rows stay)."""
     commit_every: int | None = Field(default=None, ge=1)
     """Tasks per MERGE into ``results`` (one Spark job each): a killed run loses at most the
     uncommitted batches. Default: max(256, partitions × max_concurrency × 64)."""

@@ -14,20 +14,10 @@ from lakechain.storage.tables import Tables
 _MAX_CELL = 80
 
 
-def register_all(spark: SparkSession, tables: Tables) -> list[str]:
-    """Temp views for every table, plus the SQL views the task stage defines."""
-    names = tables.register_views()
-    if "results" in names:
-        try:
-            from lakechain.tasks.results import register_result_views
-        except ImportError:  # task stage not installed in this build
-            return names
-        names += register_result_views(spark, tables)
-    return names
-
-
 def run_sql(spark: SparkSession, tables: Tables, query: str, limit: int = 100, fmt: str = "table") -> str:
-    register_all(spark, tables)
+    """Run ``query`` with the pipeline's schema current, so ``results`` means ``lakechain.results``
+    (``main.lakechain.results`` in Unity Catalog); fully qualified names work too."""
+    tables.use()
     df = spark.sql(query)
     rows = [r.asDict(recursive=True) for r in df.limit(limit + 1).collect()]
     more = len(rows) > limit

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -30,12 +30,13 @@ from pyspark.sql import functions as F
 from lakechain.config import IndexConfig, Settings
 from lakechain.index import build, shards, store
 from lakechain.index.errors import IndexBuildError
+from lakechain.storage.schemas import CHUNKS, ERRORS_DDL, INGEST_ERRORS
+
+if TYPE_CHECKING:
+    from lakechain.storage.tables import Tables
 
 log = logging.getLogger(__name__)
 
-CHUNKS_TABLE = "chunks"
-ERRORS_TABLE = "ingest_errors"
-ERRORS_DDL = "source string, doc_id string, reason string, stage string, run_id string, created_at timestamp"
 MAX_EXAMPLES = 5
 
 
@@ -73,7 +74,7 @@ class IndexReport:
         )
         if self.rejected:
             eg = "; ".join(f"{e.get('chunk_id')}: {e.get('reason')}" for e in self.rejected_examples[:3])
-            text += f"\n{self.rejected} chunk row(s) rejected (see {ERRORS_TABLE}, stage 'index'), e.g. {eg}"
+            text += f"\n{self.rejected} chunk row(s) rejected (see {INGEST_ERRORS}, stage 'index'), e.g. {eg}"
         return text
 
 
@@ -172,7 +173,7 @@ def build_and_merge(
     return shards.merge_shard_rows(shards.rows_of(out.toArrow()), template)
 
 
-def record_errors(spark: SparkSession, tables: Any, errors: pa.Table, table: str, run_id: str) -> bool:
+def record_errors(spark: SparkSession, tables: Tables, errors: pa.Table, table: str, run_id: str) -> bool:
     """Append rejected rows to ``ingest_errors``; False (and a warning) if that fails."""
     if errors.num_rows == 0:
         return True
@@ -182,10 +183,10 @@ def record_errors(spark: SparkSession, tables: Any, errors: pa.Table, table: str
         for r in errors.to_pylist()
     ]
     try:
-        tables.write(spark.createDataFrame(data, ERRORS_DDL), ERRORS_TABLE, mode="append")
+        tables.write(spark.createDataFrame(data, ERRORS_DDL), INGEST_ERRORS, mode="append")
         return True
     except Exception as exc:  # the index is already saved; do not lose it over the error log
-        log.warning("could not append %d rejected rows to %s: %s", len(data), ERRORS_TABLE, exc)
+        log.warning("could not append %d rejected rows to %s: %s", len(data), INGEST_ERRORS, exc)
         return False
 
 
@@ -206,7 +207,7 @@ def _report(manifest: dict[str, Any], path: str, skipped: bool, seconds: float, 
 
 
 def run_index(
-    spark: SparkSession, settings: Settings, tables: Any, force: bool = False, table: str = CHUNKS_TABLE
+    spark: SparkSession, settings: Settings, tables: Tables, force: bool = False, table: str = CHUNKS
 ) -> IndexReport:
     """Build (or skip) the index of ``table`` under ``<files_root>/index/``.
 
@@ -249,9 +250,14 @@ def run_index(
         record_errors(spark, tables, merged.errors, table, run_id)
         eg = merged.errors.slice(0, 3).to_pylist()
         raise IndexBuildError(
-            f"every chunk row was rejected ({merged.errors.num_rows}, see {ERRORS_TABLE}), e.g. {eg}"
+            f"every chunk row was rejected ({merged.errors.num_rows}, see {INGEST_ERRORS}), e.g. {eg}"
         )
-    source = {"table": table, "name": tables.full_name(table), "path": tables.path(table), "version": version}
+    source = {
+        "table": table,
+        "name": tables.full_name(table),
+        "path": tables.location(table),
+        "version": version,
+    }
     manifest = store.make_manifest(
         plan,
         merged.index,

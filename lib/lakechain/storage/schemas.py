@@ -99,7 +99,9 @@ TASK_COLUMNS: Columns = [
 ]
 
 INPUT_COLUMNS = ["task_id", "question", "image_prompt", "illustrate", "input_hash"]
-"""Columns the executor receives for each pending task."""
+"""A task's input columns, copied into its result row."""
+EXECUTOR_COLUMNS = [*INPUT_COLUMNS, "parse_error"]
+"""Columns the executor receives for each pending task (an unparseable one becomes an error row)."""
 
 SOURCE_TYPE = "array<struct<chunk_id:string,doc_id:string,score:double>>"
 
@@ -144,7 +146,7 @@ Rows left by a killed run are merged by the next run before it plans (nothing is
 
 TASKS_DDL = ddl(TASK_COLUMNS)
 RESULTS_DDL = ddl(RESULT_COLUMNS)
-INPUT_DDL = ddl([c for c in TASK_COLUMNS if c[0] in INPUT_COLUMNS])
+EXECUTOR_DDL = ddl([c for c in TASK_COLUMNS if c[0] in EXECUTOR_COLUMNS])
 CHUNKS_DDL = ddl(CHUNK_COLUMNS)
 ERRORS_DDL = ddl(ERROR_COLUMNS)
 

@@ -321,7 +321,7 @@ class Tables:
         Why: a DataFrame with model calls in it must be evaluated exactly once, yet feed
         several writes and counts. Executors write the rows; nothing passes the driver.
         """
-        self.write(df, name, "overwrite", "overwrite")
+        self.write(df, name, "overwrite")
         return self.read(name)
 
     # --- SQL --------------------------------------------------------------------------

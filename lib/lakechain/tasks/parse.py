@@ -272,12 +272,18 @@ def parse_rows(
     """Parse table rows: null columns are absent fields; columns that are not task fields
     (e.g. a table's own bookkeeping such as ``input_hash``) are ignored, since a table's
     schema is fixed for all rows rather than a per-line typo."""
-    records: list[tuple[Any, ParsedTask]] = []
-    for row in rows:
-        obj = {k: v for k, v in row.items() if v is not None and k in TOP_KEYS}
-        raw = _clip(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str))
-        records.append((obj, parse_record(obj, raw, max_question_chars)))
-    return finish([t for _, t in records], _explicit_ids(records), source)
+    records = [parse_row(row, max_question_chars) for row in rows]
+    return finish([t for t, _ in records], {t.task_id for t, given in records if given}, source)
+
+
+def parse_row(row: Mapping[str, Any], max_question_chars: int) -> tuple[ParsedTask, bool]:
+    """One table row → (task, whether its id was given explicitly). Null columns are absent
+    fields; columns that are not task fields are ignored (a table's schema is fixed for all
+    rows, not a per-line typo). The Spark reader (``tasks/input.py``) calls this per row."""
+    obj = {k: v for k, v in row.items() if v is not None and k in TOP_KEYS}
+    raw = _clip(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str))
+    task = parse_record(obj, raw, max_question_chars)
+    return task, bool(_explicit_ids([(obj, task)]))
 
 
 def finish(tasks: list[ParsedTask], given_ids: set[str], source: str) -> list[ParsedTask]:

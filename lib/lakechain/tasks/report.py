@@ -74,6 +74,7 @@ class RunReport:
     """Tasks of this input with an ok result in ``results`` after the run (all runs)."""
     results_error: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per phase: input, plan (tasks table + existing results), execute (Spark
     batch jobs), commit_wait (MERGEs not hidden behind the next batch), finish."""
@@ -106,6 +107,7 @@ class RunReport:
             lines.append(
                 "  phases: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in self.timings.items())
             )
+        lines += [f"  note: {n}" for n in self.notes]
         if self.errors_by_reason:
             top = sorted(self.errors_by_reason.items(), key=lambda kv: -kv[1])[:5]
             lines.append("  top errors: " + "; ".join(f"{n}× {reason}" for reason, n in top))

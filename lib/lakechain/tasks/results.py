@@ -1,8 +1,7 @@
-"""Schemas of the ``tasks`` and ``results`` tables and how a result row is built (pure).
+"""How a ``results`` row is built (pure; the schema is ``storage.schemas.RESULT_COLUMNS``).
 
-Why one place: the executor (pandas rows on Spark workers), the driver (parse-error rows)
-and the SQL views must agree on every column name and type, and a row must be complete
-whichever way the task ended (ok, failed branch, unparseable input).
+Why one place: a row must be complete whichever way the task ended (ok, failed branch,
+unparseable input), and every executor builds it the same way.
 """
 
 from __future__ import annotations
@@ -11,64 +10,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from lakechain.storage.schemas import INPUT_COLUMNS, RESULT_COLUMNS, RESULTS, VIEWS, names
+from lakechain.storage.tables import quote
 from lakechain.tasks.execute import ERROR, SKIPPED, TaskOutcome
-from lakechain.tasks.parse import ParsedTask
 
-TASK_COLUMNS: list[tuple[str, str]] = [
-    ("task_id", "string"),
-    ("question", "string"),
-    ("image_prompt", "string"),
-    ("illustrate", "boolean"),
-    ("input_hash", "string"),
-    ("raw", "string"),
-    ("parse_error", "string"),
-]
-
-SOURCE_TYPE = "array<struct<chunk_id:string,doc_id:string,score:double>>"
-
-RESULT_COLUMNS: list[tuple[str, str]] = [
-    ("task_id", "string"),
-    ("question", "string"),
-    ("image_prompt", "string"),
-    ("illustrate", "boolean"),
-    ("input_hash", "string"),
-    ("answer", "string"),
-    ("sources", SOURCE_TYPE),
-    ("image_png", "binary"),
-    ("image_prompt_used", "string"),
-    ("image_path", "string"),
-    ("qa_status", "string"),
-    ("qa_error", "string"),
-    ("image_status", "string"),
-    ("image_error", "string"),
-    ("status", "string"),
-    ("error", "string"),
-    ("attempts", "int"),
-    ("prompt_tokens", "bigint"),
-    ("completion_tokens", "bigint"),
-    ("latency_ms", "bigint"),
-    ("chat_model", "string"),
-    ("image_model", "string"),
-    ("embedding_model", "string"),
-    ("index_checksum", "string"),
-    ("index_table_version", "bigint"),
-    ("run_id", "string"),
-    ("created_at", "timestamp"),
-]
-
-RESULTS = "results"
-INPUT_COLUMNS = ["task_id", "question", "image_prompt", "illustrate", "input_hash"]
-"""Columns the executor receives for each pending task."""
-
-
-def ddl(columns: list[tuple[str, str]]) -> str:
-    """Spark DDL schema string, e.g. for ``mapInPandas``."""
-    return ", ".join(f"{name} {kind}" for name, kind in columns)
-
-
-TASKS_DDL = ddl(TASK_COLUMNS)
-RESULTS_DDL = ddl(RESULT_COLUMNS)
-INPUT_DDL = ddl([c for c in TASK_COLUMNS if c[0] in INPUT_COLUMNS])
+RESULT_NAMES = names(RESULT_COLUMNS)
+INVALID_INPUT = "invalid task input"
 
 
 @dataclass(frozen=True)
@@ -100,16 +47,30 @@ def _sources(sources: list[dict[str, Any]] | None) -> list[dict[str, Any]] | Non
     ]
 
 
-def outcome_row(task: dict[str, Any], out: TaskOutcome, ctx: RunContext) -> dict[str, Any]:
-    """The results row of an executed task (``task`` holds :data:`INPUT_COLUMNS`)."""
+def png_size(png: bytes | None) -> tuple[int | None, int | None]:
+    """(width, height) from a PNG's IHDR chunk, without decoding the image."""
+    if not png or len(png) < 24 or png[:8] != b"\x89PNG\r\n\x1a\n":
+        return None, None
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def outcome_row(
+    task: dict[str, Any], out: TaskOutcome, ctx: RunContext, keep_png: bool = False
+) -> dict[str, Any]:
+    """The results row of an executed task (``task`` holds ``INPUT_COLUMNS``). PNG bytes are
+    kept in the row only with ``keep_png``: images live as files, the table holds their path."""
     qa_tried, image_tried = out.qa_status != SKIPPED, out.image_status != SKIPPED
+    width, height = png_size(out.image_png)
     return {
         **{k: task.get(k) for k in INPUT_COLUMNS},
         "answer": out.answer,
         "sources": _sources(out.sources),
-        "image_png": out.image_png,
+        "image_png": out.image_png if keep_png else None,
         "image_prompt_used": out.image_prompt_used,
         "image_path": out.image_path,
+        "image_width": width,
+        "image_height": height,
+        "image_bytes": len(out.image_png) if out.image_png else None,
         "qa_status": out.qa_status,
         "qa_error": out.qa_error,
         "image_status": out.image_status,
@@ -130,20 +91,19 @@ def outcome_row(task: dict[str, Any], out: TaskOutcome, ctx: RunContext) -> dict
     }
 
 
-def parse_error_row(task: ParsedTask, ctx: RunContext) -> dict[str, Any]:
+def parse_error_row(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """The results row of a task whose input could not be parsed: an error with the reason."""
-    reason = f"invalid task input: {task.parse_error}"
+    reason = f"{INVALID_INPUT}: {task['parse_error']}"
     return {
-        "task_id": task.task_id,
-        "question": task.question,
-        "image_prompt": task.image_prompt,
-        "illustrate": task.illustrate,
-        "input_hash": task.input_hash,
+        **{k: task.get(k) for k in INPUT_COLUMNS},
         "answer": None,
         "sources": None,
         "image_png": None,
         "image_prompt_used": None,
         "image_path": None,
+        "image_width": None,
+        "image_height": None,
+        "image_bytes": None,
         "qa_status": ERROR,
         "qa_error": reason,
         "image_status": ERROR,
@@ -166,31 +126,12 @@ def parse_error_row(task: ParsedTask, ctx: RunContext) -> dict[str, Any]:
 
 # --- SQL views -----------------------------------------------------------------------------
 
-QA_VIEW = """
-SELECT task_id, question, answer, sources, qa_status AS status, qa_error AS error,
-       prompt_tokens, completion_tokens, latency_ms, attempts, chat_model, embedding_model,
-       index_checksum, index_table_version, run_id, created_at
-FROM {results} WHERE qa_status <> 'skipped'
-"""
 
-IMAGE_VIEW = """
-SELECT task_id, question, image_prompt, illustrate, image_prompt_used, image_path, image_png,
-       image_status AS status, image_error AS error, image_model, latency_ms, attempts, run_id, created_at
-FROM {results} WHERE image_status <> 'skipped'
-"""
-
-
-def register_result_views(spark: Any, tables: Any) -> list[str]:
-    """``qa_results`` and ``image_results`` over ``results``: temp views locally, real views in
-    Unity Catalog. Returns the view names (none when ``results`` does not exist yet)."""
+def register_result_views(tables: Any) -> list[str]:
+    """``qa_results`` and ``image_results`` over ``results`` as persistent views in the schema
+    (readable by name from any session, as the tables are). None before ``results`` exists."""
     if not tables.exists(RESULTS):
         return []
-    if tables.storage.uses_catalog:
-        source = tables.full_name(RESULTS)
-        for name, body in (("qa_results", QA_VIEW), ("image_results", IMAGE_VIEW)):
-            spark.sql(f"CREATE OR REPLACE VIEW {tables.full_name(name)} AS {body.format(results=source)}")
-        return ["qa_results", "image_results"]
-    tables.read(RESULTS).createOrReplaceTempView(RESULTS)
-    for name, body in (("qa_results", QA_VIEW), ("image_results", IMAGE_VIEW)):
-        spark.sql(f"CREATE OR REPLACE TEMP VIEW {name} AS {body.format(results=RESULTS)}")
-    return ["qa_results", "image_results"]
+    for name, body in VIEWS.items():
+        tables.create_view(name, body.format(results=quote(tables.full_name(RESULTS))))
+    return list(VIEWS)

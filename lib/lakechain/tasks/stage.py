@@ -1,111 +1,195 @@
-"""Spark layer of the task stage: tasks input → ``tasks`` table → chains on executors → ``results``.
+"""Task stage: tasks input → ``tasks`` table → chains on executors → ``results``, exactly once.
 
-How a run commits its work (the exactly-once design):
+How a run commits its work without result rows crossing the driver:
 
-1. The driver parses the whole input (``parse.py``; duplicate ids fail here, before any
-   model call) and reads ``(task_id, input_hash, status)`` from ``results`` to choose the
-   pending tasks (``report.plan_run``). The ``tasks`` table is rewritten in the background.
-2. Pending tasks run in *commit batches* of ``tasks.commit_every`` tasks. A batch is one
-   Spark job: ``mapInPandas`` over round-robin partitions, each retrieving all its
-   questions in one batch and making its model calls with bounded concurrency under its
-   share of the RPM/TPM budgets (``worker.py``, ``execute.py``). The batch's rows are
-   collected once (no lazy re-evaluation can repeat a model call) and MERGEd into
-   ``results`` on ``task_id`` on a background thread while the next batch runs.
-3. A run killed at any point loses only uncommitted batches. The rerun skips every task
-   with an ok row for its current ``input_hash`` and MERGE on ``task_id`` cannot create a
-   second row, so kill + rerun ends with the same rows as one uninterrupted run. Runs on
-   one storage root are serialised by a file lock (two MERGE streams could both insert
-   the same new task).
+1. Rows a killed run staged but did not merge are merged first (its model calls are kept).
+2. The input becomes the ``tasks`` table; the pending tasks are a join of ``tasks`` with
+   ``results`` at a pinned version (``_pending``), so the plan never leaves the cluster.
+3. Pending tasks run in commit batches (``tasks.commit_every``, assigned by a hash of the
+   task id). A batch is one Spark job whose executors run the chains (``worker.py``) and
+   write the rows to ``results_staging``; the model is called once per task, because the
+   rows are read back from that table, never recomputed. A MERGE on ``task_id`` from the
+   staged batch into ``results`` runs on a background thread while the next batch runs.
+4. A run killed at any point loses no committed batch, and staged rows are merged by the
+   next run, so kill + rerun ends with the same rows as one uninterrupted run. MERGE on
+   ``task_id`` (with Delta's conflict retry) cannot create a second row for a task.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import logging
+import math
 import os
-import time
-import uuid
-from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-from pyspark.sql import SparkSession
+from pyspark.sql import Window
+from pyspark.sql import functions as F
 
 from lakechain.config import Settings
-from lakechain.tasks.parse import ParsedTask, TaskInputError, parse_files, parse_rows
-from lakechain.tasks.ratelimit import concurrent_partitions
-from lakechain.tasks.report import Plan, Progress, RunReport, error_kind, plan_run
-from lakechain.tasks.results import (
-    INPUT_COLUMNS,
-    INPUT_DDL,
+from lakechain.runtime.ids import new_run_id
+from lakechain.runtime.progress import Progress
+from lakechain.runtime.timer import Timer
+from lakechain.storage.schemas import (
+    EXECUTOR_COLUMNS,
+    RESULT_COLUMNS,
     RESULTS,
     RESULTS_DDL,
-    TASK_COLUMNS,
-    TASKS_DDL,
-    RunContext,
-    parse_error_row,
-    register_result_views,
+    RESULTS_STAGING,
+    TASKS,
+    names,
 )
+from lakechain.storage.session import default_parallelism
+from lakechain.tasks.input import read_tasks
+from lakechain.tasks.parse import TaskInputError
+from lakechain.tasks.ratelimit import concurrent_partitions
+from lakechain.tasks.report import RunReport, error_kind
+from lakechain.tasks.results import INVALID_INPUT, RunContext, register_result_views
 from lakechain.tasks.worker import make_partition_fn, worker_settings
 
-__all__ = ["RunReport", "TaskInputError", "read_task_input", "register_result_views", "run_tasks"]
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
-TASKS = "tasks"
-TASK_FILE_SUFFIXES = (".jsonl", ".json", ".ndjson")
+    from lakechain.storage.tables import Tables
 
+__all__ = ["RunReport", "TaskInputError", "register_result_views", "run_tasks"]
 
-# --- input ---------------------------------------------------------------------------------
-
-
-def read_task_input(spark: SparkSession, settings: Settings, tables: Any) -> tuple[list[ParsedTask], str]:
-    """Parse ``settings.tasks.path``: a JSON-lines file, a directory of them, or a table name."""
-    path = settings.tasks.path
-    limit = settings.tasks.max_question_chars
-    p = Path(path)
-    if p.is_file():
-        with p.open(encoding="utf-8", errors="replace") as f:
-            return parse_files([("", f)], limit, source=str(p)), str(p)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in TASK_FILE_SUFFIXES)
-        if not files:
-            raise TaskInputError(
-                f"tasks.path {path!r}: the directory holds no {'/'.join(TASK_FILE_SUFFIXES)} files"
-            )
-        with contextlib.ExitStack() as stack:
-            named = [(f.name, stack.enter_context(f.open(encoding="utf-8", errors="replace"))) for f in files]
-            return parse_files(named, limit, source=str(p)), str(p)
-    table = tables.read_input(path)  # a pipeline table, or any catalog table (main.sales.questions)
-    if table is not None:
-        rows = [r.asDict(recursive=True) for r in table.collect()]
-        return parse_rows(rows, limit, source=f"table {path}"), f"table {path}"
-    raise TaskInputError(
-        f"tasks.path {path!r}: not a file, a directory of .jsonl files, or an existing table "
-        "(e.g. --set tasks.path=data/tasks.jsonl)"
-    )
+log = logging.getLogger(__name__)
+RESULT_NAMES = names(RESULT_COLUMNS)
+TOP_REASONS = 20
 
 
-def _tasks_frame(tasks: list[ParsedTask]) -> pd.DataFrame:
-    return pd.DataFrame([t.as_dict() for t in tasks], columns=[c for c, _ in TASK_COLUMNS])
+@dataclass
+class _Plan:
+    pending: DataFrame
+    counts: dict[str, int]
 
 
-# --- lineage -------------------------------------------------------------------------------
+def run_tasks(
+    spark: SparkSession,
+    settings: Settings,
+    tables: Tables,
+    retry_failed: bool = False,
+    force: bool = False,
+    *,
+    progress: bool = True,
+) -> RunReport:
+    """Run the pending tasks of ``tasks.path`` and MERGE their rows into ``results``.
+
+    Pending = no result yet, or a result for another ``input_hash``; ``retry_failed`` adds
+    tasks whose result is an error, ``force`` makes every task pending. Raises
+    :class:`TaskInputError` when the run cannot start (duplicate task ids, no such input,
+    questions but no index); bad rows never raise, they become error rows with the reason.
+    """
+    timer = Timer()
+    report = RunReport(run_id=new_run_id("run"), source="")
+    with timer.step("recover"):
+        recover_staged(tables)
+    with timer.step("input"):
+        tasks, report.source = read_tasks(spark, settings, tables)
+        if not _write_tasks(tables, tasks, report):
+            report.timings, report.wall_s = timer.steps, timer.elapsed
+            return report
+    with timer.step("plan"):
+        plan = _pending(tables, retry_failed, force)
+    c = plan.counts
+    report.tasks_total, report.pending = c["total"], c["pending"]
+    report.skipped = c["done_ok"] + c["done_error"]
+    if c["pending"]:
+        build_dir, manifest = _index_for(tables, c["asking"])
+        ctx = run_context(settings, report.run_id, manifest)
+        _execute(spark, settings, tables, plan, ctx, build_dir, report, timer, progress)
+    # Only pending rows were written, so this input's state in ``results`` follows from the
+    # plan and this run's outcomes without reading the table back.
+    report.results_ok = c["done_ok"] + report.ok
+    report.results_error = c["done_error"] + report.error
+    with timer.step("finish"):
+        register_result_views(tables)
+    report.timings, report.wall_s = timer.steps, timer.elapsed
+    return report
 
 
-def _index_build(tables: Any) -> tuple[str | None, dict[str, Any] | None]:
-    """The current index build and its manifest, resolved once on the driver so every
-    executor answers from the same build even if a new one becomes current mid-run."""
+def recover_staged(tables: Tables) -> int:
+    """MERGE rows a killed run staged but did not merge (finished model calls are kept),
+    then empty the staging table. Returns the rows recovered."""
+    if not tables.exists(RESULTS_STAGING):
+        return 0
+    staged = tables.read(RESULTS_STAGING)
+    n = staged.count()
+    if n:
+        newest = Window.partitionBy("task_id").orderBy(F.col("created_at").desc())
+        latest = staged.withColumn("_rank", F.row_number().over(newest)).filter("_rank = 1")
+        tables.merge(latest.select(*RESULT_NAMES), RESULTS, ["task_id"])
+        log.info("merged %d result rows staged by an interrupted run", n)
+        tables.truncate(RESULTS_STAGING)
+    return n
+
+
+def _write_tasks(tables: Tables, tasks: DataFrame, report: RunReport) -> bool:
+    """Overwrite ``tasks`` with this input (bookkeeping for SQL users). An empty input
+    leaves the previous one's bookkeeping alone and runs nothing: False."""
+    if tasks.isEmpty():
+        report.notes.append(
+            f"the task input {report.source} holds no tasks: nothing to run; "
+            f"the {TASKS} table keeps the previous input"
+        )
+        return False
+    tables.write(tasks, TASKS, "overwrite")
+    return True
+
+
+def _pending(tables: Tables, retry_failed: bool, force: bool) -> _Plan:
+    """The tasks to run, as a join of ``tasks`` with ``results`` (pinned), and the counts.
+
+    A task runs when it has no result, its input changed since (another ``input_hash``),
+    ``force`` is set, or its result is an error and ``retry_failed`` is set. An ok result
+    for the current input is never recomputed without ``force``.
+    """
+    tasks = tables.read(TASKS, version=tables.version(TASKS))
+    version = tables.version(RESULTS)
+    if version is None:
+        joined = tasks.withColumn("_prev_hash", F.lit(None).cast("string")).withColumn(
+            "_prev_status", F.lit(None).cast("string")
+        )
+    else:
+        prev = tables.read(RESULTS, version=version).select(
+            "task_id", F.col("input_hash").alias("_prev_hash"), F.col("status").alias("_prev_status")
+        )
+        joined = tasks.join(prev, "task_id", "left")
+    same = F.col("_prev_hash").isNotNull() & (F.col("_prev_hash") == F.col("input_hash"))
+    ok = same & (F.col("_prev_status") == "ok")
+    pending = F.lit(True) if force else ~same | (~ok & F.lit(retry_failed))
+    flagged = joined.withColumn("_pending", pending).withColumn("_ok", ok)
+    c = flagged.agg(
+        F.count(F.lit(1)).alias("total"),
+        F.count(F.when(F.col("_pending"), 1)).alias("pending"),
+        F.count(F.when(~F.col("_pending") & F.col("_ok"), 1)).alias("done_ok"),
+        F.count(F.when(~F.col("_pending") & ~F.col("_ok"), 1)).alias("done_error"),
+        F.count(
+            F.when(F.col("_pending") & F.col("question").isNotNull() & F.col("parse_error").isNull(), 1)
+        ).alias("asking"),
+    ).first()
+    counts = {k: int(v or 0) for k, v in c.asDict().items()}  # type: ignore[union-attr]
+    return _Plan(flagged.filter("_pending").select(*EXECUTOR_COLUMNS), counts)
+
+
+def _index_for(tables: Tables, asking: int) -> tuple[str | None, dict[str, Any] | None]:
+    """The current index build, resolved once on the driver so every executor answers from
+    the same build even if a new one becomes current mid-run."""
+    if not asking:
+        return None, None
     from lakechain.index import store
     from lakechain.index.errors import IndexNotFoundError
 
     try:
         build = store.resolve_build(store.index_root(tables.files_root))
     except IndexNotFoundError:
-        return None, None
+        raise TaskInputError(
+            f"{asking} pending tasks ask questions but there is no index under {tables.files_root}/index: "
+            "run `lakechain embed` and `lakechain index` first (or `lakechain pipeline`)"
+        ) from None
     return str(build), store.read_manifest(build)
 
 
@@ -133,244 +217,124 @@ def run_context(settings: Settings, run_id: str, manifest: dict[str, Any] | None
     )
 
 
-def new_run_id() -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    return f"run-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-
-
-# --- driver --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def run_lock(files_root: str) -> Iterator[None]:
-    """One run-tasks at a time per storage root.
-
-    ``flock`` is released by the OS when its holder dies, even by SIGKILL, so a killed run
-    never blocks the rerun. Filesystems without ``flock`` run unlocked.
-    """
-    os.makedirs(files_root, exist_ok=True)
-    path = os.path.join(files_root, ".run-tasks.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TaskInputError(
-                f"another run-tasks is running on this storage root (lock {path}); wait for it to finish"
-            ) from None
-        except (ImportError, OSError):
-            pass
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
-    t = time.monotonic()
-    try:
-        yield
-    finally:
-        timings[key] = timings.get(key, 0.0) + time.monotonic() - t
-
-
-def _activate(spark: SparkSession) -> None:
-    """Make ``spark`` the JVM's active session in this thread. Without it, the local ``delta``
-    Python data source is not found from threads other than the one that registered it."""
-    jvm = getattr(spark, "_jvm", None)
-    if jvm is not None:
-        jvm.org.apache.spark.sql.SparkSession.setActiveSession(spark._jsparkSession)
-
-
-def _parallelism(spark: SparkSession) -> int:
-    """Task slots of the cluster (Spark Connect has no SparkContext: use shuffle partitions)."""
-    try:
-        return max(1, int(spark.sparkContext.defaultParallelism))
-    except Exception:  # noqa: BLE001 - Spark Connect raises its own error types here
-        return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "8") or 8))
-
-
-def _describe(spark: SparkSession, text: str | None) -> None:
-    """Name the batch jobs in the Spark UI (where there is a SparkContext)."""
-    with contextlib.suppress(Exception):
-        spark.sparkContext.setJobDescription(text)
-
-
-def _existing_results(tables: Any) -> dict[str, tuple[str | None, str | None]]:
-    if not tables.exists(RESULTS):
-        return {}
-    rows = tables.read(RESULTS).select("task_id", "input_hash", "status").toArrow().to_pylist()
-    return {r["task_id"]: (r["input_hash"], r["status"]) for r in rows}
-
-
 def default_commit_every(settings: Settings, concurrent: int) -> int:
     """Tasks per commit: ``tasks.commit_every``, else 64 waves of calls on every slot.
 
-    Each commit batch costs about one model round trip plus a Spark job launch (its
-    retrieval call and the partitions' uneven finish), so 64 waves keep that under a few
-    percent, while a kill loses at most ~64 call latencies of work whatever the cluster size.
+    Each commit batch costs about one model round trip plus a Spark job launch, so 64 waves
+    keep that under a few percent, while a kill loses at most ~64 call latencies of work.
     """
     return settings.tasks.commit_every or max(256, concurrent * settings.tasks.max_concurrency * 64)
-
-
-class _Commits:
-    """MERGEs into ``results`` on one background thread, at most one queued at a time.
-
-    Batch N is committed while batch N+1 runs; the next commit waits for the previous one,
-    so commits land in order and a failed commit surfaces at the next batch boundary.
-    """
-
-    def __init__(self, spark: SparkSession, tables: Any, pool: ThreadPoolExecutor, report: RunReport) -> None:
-        self.spark, self.tables, self.pool, self.report = spark, tables, pool, report
-        self._pending: Future[int] | None = None
-
-    def _merge(self, table: pa.Table) -> int:
-        df = self.spark.createDataFrame(table.to_pandas(), schema=RESULTS_DDL)
-        return self.tables.merge(df, RESULTS, ["task_id"])
-
-    def submit(self, table: pa.Table) -> None:
-        self.wait()
-        self._pending = self.pool.submit(self._merge, table)
-        self.report.batches += 1
-
-    def wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            with _timed(self.report.timings, "commit_wait_s"):
-                self.report.results_version = pending.result()
-
-
-def run_tasks(
-    spark: SparkSession,
-    settings: Settings,
-    tables: Any,
-    retry_failed: bool = False,
-    force: bool = False,
-    *,
-    progress: bool = True,
-) -> RunReport:
-    """Run the pending tasks of ``settings.tasks.path`` and MERGE their rows into ``results``.
-
-    Pending = no result yet, or a result for another ``input_hash``; ``retry_failed`` adds
-    tasks whose result is an error, ``force`` makes every task pending. Raises
-    :class:`TaskInputError` when the run cannot start (duplicate task ids, no such input,
-    questions but no index, another run in progress); bad rows never raise, they become
-    error rows with the reason.
-    """
-    start = time.monotonic()
-    timings: dict[str, float] = {}
-    run_id = new_run_id()
-    with _timed(timings, "input_s"):
-        tasks, source = read_task_input(spark, settings, tables)
-    report = RunReport(run_id=run_id, source=source, tasks_total=len(tasks), timings=timings)
-    commit_thread = ThreadPoolExecutor(
-        1, thread_name_prefix="lakechain-commit", initializer=_activate, initargs=(spark,)
-    )
-    with run_lock(tables.files_root), commit_thread as pool:
-        # The tasks table is bookkeeping for SQL users that nothing here reads back, so it is
-        # written on the commit thread while the first batch runs.
-        tasks_written = pool.submit(
-            tables.write,
-            spark.createDataFrame(_tasks_frame(tasks), TASKS_DDL),
-            TASKS,
-            "overwrite",
-            "overwrite",
-        )
-        with _timed(timings, "plan_s"):
-            plan = plan_run(tasks, _existing_results(tables), retry_failed, force)
-        report.pending, report.skipped = len(plan.pending), plan.done_ok + plan.done_error
-        try:
-            _execute(spark, settings, tables, plan, report, pool, progress)
-        except BaseException:
-            with contextlib.suppress(Exception):  # the run's own error is the one to report
-                tasks_written.result()
-            raise
-        with _timed(timings, "commit_wait_s"):
-            tasks_written.result()
-    # Only pending rows were written and runs are serialised, so this input's state in
-    # ``results`` follows from the plan and this run's outcomes without reading it back.
-    report.results_ok = plan.done_ok + report.ok
-    report.results_error = plan.done_error + report.error
-    if tables.storage.uses_catalog:
-        register_result_views(spark, tables)  # real views, created once for SQL users
-    report.wall_s = time.monotonic() - start
-    report.timings = {k: round(v, 3) for k, v in timings.items()}
-    return report
 
 
 def _execute(
     spark: SparkSession,
     settings: Settings,
-    tables: Any,
-    plan: Plan,
+    tables: Tables,
+    plan: _Plan,
+    ctx: RunContext,
+    build_dir: str | None,
     report: RunReport,
-    pool: ThreadPoolExecutor,
+    timer: Timer,
     progress: bool,
 ) -> None:
-    invalid = [t for t in plan.pending if t.parse_error]
-    runnable = [t for t in plan.pending if not t.parse_error]
-    asking = sum(1 for t in runnable if t.question)
-    build_dir, manifest = _index_build(tables) if asking else (None, None)
-    if asking and build_dir is None:
-        raise TaskInputError(
-            f"{asking} pending tasks ask questions but there is no index under {tables.files_root}/index: "
-            "run `lakechain embed` and `lakechain index` first (or `lakechain pipeline`)"
-        )
-    ctx = run_context(settings, report.run_id, manifest)
-    meter = Progress(len(plan.pending), enabled=progress)
-    reasons: Counter[str] = Counter()
-    commits = _Commits(spark, tables, pool, report)
-    try:
-        if invalid:
-            rows = pa.Table.from_pandas(pd.DataFrame([parse_error_row(t, ctx) for t in invalid]))
-            commits.submit(rows)
-            report.invalid = len(invalid)
-            _account(rows, report, reasons, meter)
-        if not runnable:
-            return
-        parallel = _parallelism(spark)
-        n_parts = settings.tasks.partitions or parallel
-        size = default_commit_every(settings, concurrent_partitions(n_parts, parallel))
-        batches = [runnable[i : i + size] for i in range(0, len(runnable), size)]
-        image_dir = os.path.join(tables.files_root, "images") if settings.tasks.write_image_files else None
-        wsettings = worker_settings(settings)
-        for i, batch in enumerate(batches, start=1):
-            parts = max(1, min(n_parts, len(batch)))
-            fn = make_partition_fn(
-                wsettings, build_dir, ctx, concurrent_partitions(parts, parallel), image_dir
+    """Each batch: executors answer and stage the rows; the MERGE into ``results`` overlaps
+    the next batch on a background thread."""
+    n = plan.counts["pending"]
+    slots = default_parallelism(spark)
+    n_parts = settings.tasks.partitions or slots
+    size = default_commit_every(settings, concurrent_partitions(n_parts, slots))
+    batches = max(1, math.ceil(n / size))
+    parts = max(1, min(n_parts, math.ceil(n / batches)))
+    image_dir = os.path.join(tables.files_root, "images") if settings.tasks.write_image_files else None
+    fn = make_partition_fn(
+        worker_settings(settings), build_dir, ctx, concurrent_partitions(parts, slots), image_dir
+    )
+    meter = Progress("run-tasks", n, enabled=progress)
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="lakechain-commit") as pool,
+        _Commits(tables, pool, report, timer) as commits,
+    ):
+        for b in range(batches):
+            batch = (
+                plan.pending
+                if batches == 1
+                else plan.pending.filter(F.pmod(F.xxhash64("task_id"), F.lit(batches)) == b)
             )
-            _describe(spark, f"lakechain run-tasks {report.run_id} batch {i}/{len(batches)}")
-            frame = pd.DataFrame([{c: getattr(t, c) for c in INPUT_COLUMNS} for t in batch])
-            with _timed(report.timings, "execute_s"):
-                # Collected once: these rows are final, no re-evaluation can repeat a model call.
-                result = (
-                    spark.createDataFrame(frame, INPUT_DDL)
-                    .repartition(parts)
-                    .mapInPandas(fn, RESULTS_DDL)
-                    .toArrow()
+            with timer.step("execute"):
+                out = batch.repartition(parts).mapInPandas(fn, RESULTS_DDL)
+                tables.write(out.withColumn("batch", F.lit(b)), RESULTS_STAGING, "append")
+                staged = (
+                    tables.read(RESULTS_STAGING)
+                    .filter((F.col("run_id") == ctx.run_id) & (F.col("batch") == b))
+                    .select(*RESULT_NAMES)
                 )
-            if result.num_rows != len(batch):
-                raise RuntimeError(f"batch {i}: {result.num_rows} result rows for {len(batch)} tasks")
-            commits.submit(result)
-            _account(result, report, reasons, meter)
-    finally:
-        _describe(spark, None)
-        report.errors_by_reason = dict(reasons)
-        commits.wait()  # also when failing: finished work is committed before the error propagates
+                done = _account(staged, report)
+            commits.submit(staged)
+            meter.update(
+                done,
+                f"{report.ok} ok, {report.error} error, "
+                f"{report.prompt_tokens + report.completion_tokens} tokens",
+            )
+    tables.truncate(RESULTS_STAGING)
 
 
-def _account(result: pa.Table, report: RunReport, reasons: Counter[str], meter: Progress) -> None:
-    statuses = result.column("status").to_pylist()
-    ok = sum(1 for s in statuses if s == "ok")
-    prompt = int(pc.sum(result["prompt_tokens"]).as_py() or 0)
-    completion = int(pc.sum(result["completion_tokens"]).as_py() or 0)
+def _account(staged: DataFrame, report: RunReport) -> int:
+    """Add one staged batch's counts to the report (one aggregate, a handful of reasons)."""
+    c = staged.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.count(F.when(F.col("status") == "ok", 1)).alias("ok"),
+        F.coalesce(F.sum("prompt_tokens"), F.lit(0)).alias("prompt"),
+        F.coalesce(F.sum("completion_tokens"), F.lit(0)).alias("completion"),
+        F.coalesce(F.sum("attempts"), F.lit(0)).alias("attempts"),
+        F.count(F.when(F.col("error").startswith(INVALID_INPUT), 1)).alias("invalid"),
+    ).first()
+    n, ok = int(c["n"]), int(c["ok"])  # type: ignore[index]
     report.ok += ok
-    report.error += len(statuses) - ok
-    report.prompt_tokens += prompt
-    report.completion_tokens += completion
-    report.attempts += int(pc.sum(result["attempts"]).as_py() or 0)
-    errors = result.column("error").to_pylist()
-    reasons.update(error_kind(e) for s, e in zip(statuses, errors, strict=True) if s != "ok")
-    meter.update(ok, len(statuses) - ok, prompt + completion)
+    report.error += n - ok
+    report.invalid += int(c["invalid"])  # type: ignore[index]
+    report.prompt_tokens += int(c["prompt"])  # type: ignore[index]
+    report.completion_tokens += int(c["completion"])  # type: ignore[index]
+    report.attempts += int(c["attempts"])  # type: ignore[index]
+    if n > ok:
+        errors = (
+            staged.filter("status <> 'ok'")
+            .groupBy("error")
+            .count()
+            .orderBy(F.desc("count"))
+            .limit(TOP_REASONS)
+        )
+        for r in errors.collect():
+            kind = error_kind(r["error"])
+            report.errors_by_reason[kind] = report.errors_by_reason.get(kind, 0) + int(r["count"])
+    return n
+
+
+class _Commits:
+    """MERGEs into ``results`` on one background thread, at most one queued at a time.
+
+    Batch N is merged while batch N+1 runs; the next MERGE waits for the previous one, so
+    commits land in order and a failed one surfaces at the next batch boundary. Leaving the
+    block waits for the last one, also when failing: finished work is committed first.
+    """
+
+    def __init__(self, tables: Tables, pool: ThreadPoolExecutor, report: RunReport, timer: Timer) -> None:
+        self.tables, self.pool, self.report, self.timer = tables, pool, report, timer
+        self._pending: Future[int] | None = None
+
+    def submit(self, staged: DataFrame) -> None:
+        self.wait()
+        self._pending = self.pool.submit(self.tables.merge, staged, RESULTS, ["task_id"])
+        self.report.batches += 1
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            with self.timer.step("commit_wait"):
+                self.report.results_version = pending.result()
+
+    def __enter__(self) -> _Commits:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception) if exc[0] is not None else contextlib.nullcontext():
+            self.wait()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,12 +24,11 @@ from typing import Any
 import pandas as pd
 
 from lakechain.config import Settings
+from lakechain.runtime.cache import per_process
 from lakechain.tasks.execute import ExecConfig, ImageResult, QAResult, TaskInput, run_partition
 from lakechain.tasks.ratelimit import RateLimiter
-from lakechain.tasks.results import RESULT_COLUMNS, RunContext, outcome_row
+from lakechain.tasks.results import RESULT_NAMES, RunContext, outcome_row, parse_error_row
 from lakechain.tasks.retry import RetryPolicy
-
-RESULT_NAMES = [name for name, _ in RESULT_COLUMNS]
 
 
 def worker_settings(settings: Settings) -> Settings:
@@ -86,10 +84,6 @@ class _NoIndex:
         raise RuntimeError("no index was loaded for this run (it has no questions)")
 
 
-_SERVICES: dict[str, ChainServices] = {}
-_SERVICES_LOCK = threading.Lock()
-
-
 def worker_services(settings: Settings, build_dir: str | None) -> ChainServices:
     """One :class:`ChainServices` per Python worker, settings and index build."""
     # The JSON dump masks api keys, so their values are hashed in: a rotated key must not
@@ -97,21 +91,20 @@ def worker_services(settings: Settings, build_dir: str | None) -> ChainServices:
     secrets = [c.api_key.get_secret_value() for c in (settings.embedding, settings.chat, settings.images)
                if c.api_key is not None]
     key = hashlib.sha256(f"{settings.model_dump_json()}|{build_dir}|{secrets}".encode()).hexdigest()
-    with _SERVICES_LOCK:
-        services = _SERVICES.get(key)
-        if services is None:
-            from lakechain.chains import build_chains
-            from lakechain.embed.embedders import cached_embedder
+    return per_process("chain-services", key, lambda: _build_services(settings, build_dir))
 
-            embedder = cached_embedder(settings.embedding)
-            searcher: Any = _NoIndex()
-            if build_dir is not None:
-                from lakechain.index.search import cached_load
 
-                searcher = cached_load(build_dir, expected_model=embedder.name, nprobe=settings.index.nprobe)
-            services = ChainServices(build_chains(settings, searcher, embedder=embedder), settings)
-            _SERVICES[key] = services
-    return services
+def _build_services(settings: Settings, build_dir: str | None) -> ChainServices:
+    from lakechain.chains import build_chains
+    from lakechain.embed.embedders import cached_embedder
+
+    embedder = cached_embedder(settings.embedding)
+    searcher: Any = _NoIndex()
+    if build_dir is not None:
+        from lakechain.index.search import cached_load
+
+        searcher = cached_load(build_dir, expected_model=embedder.name, nprobe=settings.index.nprobe)
+    return ChainServices(build_chains(settings, searcher, embedder=embedder), settings)
 
 
 def image_file_path(image_dir: str, task_id: str) -> str:
@@ -151,7 +144,12 @@ def make_partition_fn(
         frames = [b for b in batches if len(b)]  # the whole partition: one retrieval batch
         if not frames:
             return
-        rows = [{k: _clean(v) for k, v in r.items()} for r in pd.concat(frames).to_dict("records")]
+        records = [{k: _clean(v) for k, v in r.items()} for r in pd.concat(frames).to_dict("records")]
+        invalid = [parse_error_row(r, ctx) for r in records if r.get("parse_error")]
+        rows = [r for r in records if not r.get("parse_error")]
+        if not rows:
+            yield pd.DataFrame(invalid, columns=RESULT_NAMES)
+            return
         cfg = ExecConfig(
             policy=RetryPolicy(tcfg.max_attempts, tcfg.backoff_base_s, tcfg.backoff_max_s),
             max_concurrency=tcfg.max_concurrency,
@@ -163,7 +161,8 @@ def make_partition_fn(
             for r in rows
         ]
         run = run_partition(tasks, worker_services(settings, build_dir), cfg)
-        out = [outcome_row(r, o, ctx) for r, o in zip(rows, run.outcomes, strict=True)]
-        yield pd.DataFrame(out, columns=RESULT_NAMES)
+        keep_png = tcfg.store_image_bytes
+        out = [outcome_row(r, o, ctx, keep_png) for r, o in zip(rows, run.outcomes, strict=True)]
+        yield pd.DataFrame(invalid + out, columns=RESULT_NAMES)
 
     return process
