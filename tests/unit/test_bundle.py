@@ -1,18 +1,26 @@
 """The Databricks bundle and conf/databricks.yaml, checked offline (no workspace, no Spark).
 
-The bundle YAML is merged per target the way ``databricks bundle`` does it (target
-overrides on top of the root config, keyed lists merged by key, ``${var.*}`` and
-``${workspace.*}`` interpolated), then every task's command line, with the job parameters
-substituted, is parsed by Lakechain's own CLI parser and turned into validated settings.
+The bundle YAML is merged per target the way ``databricks bundle`` does it (includes and
+target overrides on top of the root config; sequences concatenated, then tasks, job clusters
+and job parameters merged by their key; ``${var.*}`` and ``${workspace.*}`` interpolated),
+then every task's command line, with the job parameters substituted, is parsed by
+Lakechain's own CLI parser and turned into validated settings. Both variants are checked:
+the job-cluster job and the serverless one (Spark Connect, an ``environments`` spec that
+installs the wheel).
 """
 
 from __future__ import annotations
 
 import ast
 import copy
+import fnmatch
+import functools
 import json
 import logging
 import re
+import shlex
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -20,35 +28,52 @@ import pytest
 import yaml
 
 from lakechain.cli import build_parser, settings_from_args
-from lakechain.config import ConfigError, Settings, load_settings
+from lakechain.config import ConfigError, Settings, databricks_secret, load_settings
+from lakechain.storage.tables import Tables
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUNDLE_FILE = REPO / "databricks.yml"
 CONF = REPO / "conf" / "databricks.yaml"
-JOB = "lakechain_pipeline"
+CLUSTER_JOB = "lakechain_pipeline"
+SERVERLESS_JOB = "lakechain_pipeline_serverless"
+JOBS = (CLUSTER_JOB, SERVERLESS_JOB)
+TARGETS = ("dev", "prod")
 TASK_COMMANDS = {"embed": "embed", "index": "index", "run_tasks": "run-tasks"}
 FAKE_USER = "someone@example.com"
 SECRET = "azure-key-Zq81-never-print-me"
 
-# Lists whose items the bundle CLI merges across target overrides by this key.
+# Sequences the bundle CLI merges by key after concatenating them (its MergeJobTasks,
+# MergeJobClusters and MergeJobParameters mutators); every other sequence is concatenated.
 _LIST_KEYS = {"tasks": "task_key", "job_clusters": "job_cluster_key", "parameters": "name"}
 _BUNDLE_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.\-]*)\}")
 _JOB_PARAM = re.compile(r"\{\{job\.parameters\.([A-Za-z_][A-Za-z0-9_]*)\}\}")
+
+# What only classic compute understands: serverless tasks take their libraries from an
+# environment, and serverless has no cluster spec, Spark properties or environment variables.
+CLUSTER_ONLY_JOB_KEYS = frozenset({"job_clusters"})
+CLUSTER_ONLY_TASK_KEYS = frozenset({"job_cluster_key", "existing_cluster_id", "new_cluster", "libraries"})
+CLUSTER_ONLY_ANYWHERE = frozenset({"spark_conf", "spark_env_vars", "init_scripts", "spark_version"})
+# Packages a serverless environment (and a Databricks runtime) already provides: a wheel that
+# required them would replace the runtime's own Spark or Spark Connect client.
+RUNTIME_PACKAGES = re.compile(r"^(pyspark|delta-spark|databricks-connect)\b", re.IGNORECASE)
 
 
 # --- a small model of `databricks bundle` config loading --------------------------------
 
 
 def deep_merge(base: Any, override: Any, key: str | None = None) -> Any:
-    """``override`` on top of ``base``: mappings recursively, keyed lists item by item."""
+    """``override`` on top of ``base``: mappings recursively, keyed lists item by item, other
+    lists concatenated (as the CLI's merge does), scalars replaced."""
     if isinstance(base, dict) and isinstance(override, dict):
         out = dict(base)
         for k, v in override.items():
             out[k] = deep_merge(base[k], v, k) if k in base else copy.deepcopy(v)
         return out
-    item_key = _LIST_KEYS.get(key or "")
-    if isinstance(base, list) and isinstance(override, list) and item_key:
+    if isinstance(base, list) and isinstance(override, list):
         out = [copy.deepcopy(x) for x in base]
+        item_key = _LIST_KEYS.get(key or "")
+        if not item_key:
+            return out + copy.deepcopy(override)
         index = {x.get(item_key): i for i, x in enumerate(out)}
         for item in override:
             if item.get(item_key) in index:
@@ -69,6 +94,7 @@ def load_bundle() -> tuple[dict[str, Any], dict[str, Path]]:
         for path in sorted(REPO.glob(pattern)):
             part = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             for name in part.get("resources", {}).get("jobs", {}):
+                assert name not in job_dirs, f"job {name} defined twice"
                 job_dirs[name] = path.parent
             root = deep_merge(root, part)
     return root, job_dirs
@@ -95,7 +121,12 @@ def _lookup(name: str, context: dict[str, str]) -> str:
 
 
 def resolve_target(target: str) -> dict[str, Any]:
-    """The effective bundle config of ``target``, fully interpolated."""
+    """The effective bundle config of ``target``, fully interpolated (a copy: tests may edit it)."""
+    return copy.deepcopy(_resolve_target(target))
+
+
+@functools.cache
+def _resolve_target(target: str) -> dict[str, Any]:
     root, _ = load_bundle()
     overrides = copy.deepcopy(root["targets"][target])
     target_vars = overrides.pop("variables", {}) or {}
@@ -172,9 +203,11 @@ def fake_secrets(calls: list[tuple[str, str]] | None = None):
     return getter
 
 
-def settings_for_task(target: str, task_key: str, **run_params: str) -> tuple[Any, Settings]:
+def settings_for_task(
+    target: str, task_key: str, job_name: str = CLUSTER_JOB, **run_params: str
+) -> tuple[Any, Settings]:
     bundle = resolve_target(target)
-    job = bundle["resources"]["jobs"][JOB]
+    job = bundle["resources"]["jobs"][job_name]
     task = next(t for t in job["tasks"] if t["task_key"] == task_key)
     argv = task_argv(task, job_parameters(job, **run_params))
     args = build_parser().parse_args([TASK_COMMANDS[task_key], *argv])
@@ -182,17 +215,83 @@ def settings_for_task(target: str, task_key: str, **run_params: str) -> tuple[An
     return args, load_settings(conf, args.overrides, secret_getter=fake_secrets())
 
 
+def _setup_kwargs() -> dict[str, Any]:
+    """The literal keyword arguments of setup.py's ``setup(...)`` call, read without running it."""
+    tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+    constants = {
+        t.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setup":
+            out = {}
+            for kw in node.keywords:
+                value = constants.get(kw.value.id, kw.value) if isinstance(kw.value, ast.Name) else kw.value
+                try:
+                    out[kw.arg] = ast.literal_eval(value)
+                except ValueError:
+                    continue  # computed at build time (long_description, find_packages)
+            return out
+    raise AssertionError("setup.py calls no setup()")
+
+
+def built_wheel_dir(bundle: dict[str, Any]) -> Path:
+    """Where the wheel artifact's build command writes the wheel (``--wheel-dir``/``-w``)."""
+    (artifact,) = bundle["artifacts"].values()
+    argv = shlex.split(artifact["build"])
+    for flag in ("--wheel-dir", "-w"):
+        if flag in argv:
+            return ((REPO / artifact.get("path", ".")) / argv[argv.index(flag) + 1]).resolve()
+    raise AssertionError(f"the wheel build names no output directory: {artifact['build']}")
+
+
+def built_wheel_name() -> str:
+    """The file name `pip wheel` gives the project (pure Python, any platform)."""
+    kw = _setup_kwargs()
+    return f"{kw['name'].replace('-', '_')}-{kw['version']}-py3-none-any.whl"
+
+
+def assert_is_the_built_wheel(pattern: str, job_dir: Path, bundle: dict[str, Any]) -> None:
+    """A wheel reference (relative to the job's file) that matches the artifact's output."""
+    path = job_dir / pattern
+    assert path.parent.resolve() == built_wheel_dir(bundle), pattern
+    assert path.name.endswith(".whl") and fnmatch.fnmatch(built_wheel_name(), path.name), pattern
+
+
+def cluster_only_fields(job: dict[str, Any]) -> list[str]:
+    """Every place in ``job`` that serverless compute does not accept, as a key path."""
+    found = [k for k in CLUSTER_ONLY_JOB_KEYS if k in job]
+    for task in job.get("tasks", []):
+        found += [f"tasks.{task['task_key']}.{k}" for k in CLUSTER_ONLY_TASK_KEYS if k in task]
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in CLUSTER_ONLY_ANYWHERE:
+                    found.append(f"{path}{k}")
+                walk(v, f"{path}{k}.")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}{i}.")
+
+    walk(job, "")
+    return sorted(set(found))
+
+
 # --- the merge helper itself ------------------------------------------------------------
 
 
-def test_deep_merge_merges_keyed_lists_and_replaces_scalars() -> None:
+def test_deep_merge_merges_keyed_lists_and_concatenates_others() -> None:
     base = {"tasks": [{"task_key": "a", "x": 1, "c": {"n": 1, "m": 2}}], "name": "j", "tags": ["p"]}
-    over = {"tasks": [{"task_key": "a", "c": {"n": 5}}, {"task_key": "b"}], "tags": ["q"]}
+    over = {"tasks": [{"task_key": "a", "c": {"n": 5}}, {"task_key": "b"}], "tags": ["q"], "name": "k"}
     merged = deep_merge(base, over)
     assert merged == {
         "tasks": [{"task_key": "a", "x": 1, "c": {"n": 5, "m": 2}}, {"task_key": "b"}],
-        "name": "j",
-        "tags": ["q"],
+        "name": "k",
+        "tags": ["p", "q"],
     }
     assert base["tasks"][0]["c"] == {"n": 1, "m": 2}  # inputs untouched
 
@@ -202,6 +301,20 @@ def test_interpolation_fails_on_unknown_reference() -> None:
         interpolate({"a": ["${var.nope}"]}, {"var.yes": "1"})
 
 
+def test_cluster_only_fields_are_found_wherever_they_are() -> None:
+    job = {
+        "job_clusters": [{"job_cluster_key": "c", "new_cluster": {"spark_conf": {"a": "1"}}}],
+        "tasks": [{"task_key": "t", "job_cluster_key": "c", "libraries": [{"whl": "x.whl"}]}],
+    }
+    assert cluster_only_fields(job) == [
+        "job_clusters",
+        "job_clusters.0.new_cluster.spark_conf",
+        "tasks.t.job_cluster_key",
+        "tasks.t.libraries",
+    ]
+    assert cluster_only_fields({"tasks": [{"task_key": "t", "environment_key": "e"}]}) == []
+
+
 # --- bundle structure -------------------------------------------------------------------
 
 
@@ -209,7 +322,7 @@ def test_bundle_layout_and_wheel_artifact() -> None:
     root, job_dirs = load_bundle()
     assert root["bundle"]["name"] == "lakechain"
     assert "resources/*.yml" in root["include"]
-    assert job_dirs[JOB] == REPO / "resources"
+    assert {job: job_dirs[job] for job in JOBS} == {job: REPO / "resources" for job in JOBS}
 
     artifacts = root["artifacts"]
     assert len(artifacts) == 1
@@ -217,46 +330,108 @@ def test_bundle_layout_and_wheel_artifact() -> None:
     assert wheel["type"] == "whl"
     project = (REPO / wheel.get("path", ".")).resolve()
     assert (project / "setup.py").is_file()
-    assert "wheel" in wheel["build"] and "dist" in wheel["build"]
+    assert "wheel" in wheel["build"]
+    assert built_wheel_dir(root) == project / "dist"
 
     assert root["targets"]["dev"]["mode"] == "development"
     assert root["targets"]["dev"]["default"] is True
     assert root["targets"]["prod"]["mode"] == "production"
     assert not root["targets"]["prod"].get("default", False)
-    for name in ("catalog", "schema", "volume", "secret_scope", "schedule_pause_status"):
-        assert root["variables"][name].get("description"), name
+    for name, spec in root["variables"].items():
+        assert spec.get("description"), name
 
 
-@pytest.mark.parametrize("target", ["dev", "prod"])
-def test_tasks_run_entry_points_in_order_with_the_wheel(target: str) -> None:
+def test_the_wheel_never_brings_its_own_spark() -> None:
+    """The runtime (job cluster) and the serverless environment provide Spark or its Connect
+    client; a wheel requiring pyspark would replace it on install."""
+    requires = _setup_kwargs()["install_requires"]
+    assert requires, "setup.py lists its install_requires literally"
+    assert [r for r in requires if RUNTIME_PACKAGES.match(r)] == []
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("job_name", JOBS)
+def test_tasks_run_entry_points_in_order(target: str, job_name: str) -> None:
     bundle = resolve_target(target)
     _, job_dirs = load_bundle()
-    job = bundle["resources"]["jobs"][JOB]
+    job = bundle["resources"]["jobs"][job_name]
     tasks = {t["task_key"]: t for t in job["tasks"]}
     assert list(tasks) == list(TASK_COMMANDS)
 
     deps = {k: [d["task_key"] for d in t.get("depends_on", [])] for k, t in tasks.items()}
     assert deps == {"embed": [], "index": ["embed"], "run_tasks": ["index"]}
+    assert job["max_concurrent_runs"] == 1
 
-    clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
-    artifact_dist = (REPO / next(iter(bundle["artifacts"].values())).get("path", ".")).resolve() / "dist"
     for key, task in tasks.items():
-        entry = (job_dirs[JOB] / task["spark_python_task"]["python_file"]).resolve()
+        entry = (job_dirs[job_name] / task["spark_python_task"]["python_file"]).resolve()
         assert entry.is_file(), entry
         assert entry.parent == REPO / "jobs"
         assert entry_command(entry) == TASK_COMMANDS[key]
 
-        assert task["job_cluster_key"] in clusters
-        wheels = [lib["whl"] for lib in task.get("libraries", []) if "whl" in lib]
-        assert len(wheels) == 1, f"{key}: exactly one wheel library"
-        whl = (job_dirs[JOB] / wheels[0]).resolve()
-        assert whl.parent == artifact_dist and whl.name.endswith(".whl"), whl
 
-
-@pytest.mark.parametrize("target", ["dev", "prod"])
-def test_every_reference_resolves(target: str) -> None:
+@pytest.mark.parametrize("target", TARGETS)
+def test_cluster_tasks_install_the_built_wheel_on_the_job_cluster(target: str) -> None:
     bundle = resolve_target(target)
-    job = bundle["resources"]["jobs"][JOB]
+    _, job_dirs = load_bundle()
+    job = bundle["resources"]["jobs"][CLUSTER_JOB]
+    clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
+    for task in job["tasks"]:
+        assert task["job_cluster_key"] in clusters
+        assert "environment_key" not in task
+        wheels = [lib["whl"] for lib in task.get("libraries", []) if "whl" in lib]
+        assert len(wheels) == 1, f"{task['task_key']}: exactly one wheel library"
+        assert_is_the_built_wheel(wheels[0], job_dirs[CLUSTER_JOB], bundle)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_serverless_tasks_name_an_environment_that_installs_the_built_wheel(target: str) -> None:
+    bundle = resolve_target(target)
+    _, job_dirs = load_bundle()
+    job = bundle["resources"]["jobs"][SERVERLESS_JOB]
+    envs = [e["environment_key"] for e in job["environments"]]
+    assert len(envs) == len(set(envs)), f"duplicate environment keys {envs}"
+    specs = {e["environment_key"]: e["spec"] for e in job["environments"]}
+    used = {t["environment_key"] for t in job["tasks"]}  # KeyError = a task without one
+    assert used <= set(specs), f"tasks name undefined environments {used - set(specs)}"
+    assert used == set(specs), f"environments no task uses: {set(specs) - used}"
+
+    for key in used:
+        spec = specs[key]
+        # `client` is the deprecated spelling; the schema asks for environment_version.
+        assert "client" not in spec
+        assert re.fullmatch(r"[1-9][0-9]*", spec["environment_version"]), spec
+        assert spec["environment_version"] == bundle["_variables"]["serverless_environment_version"]
+        wheels = [d for d in spec["dependencies"] if d.endswith(".whl")]
+        assert len(wheels) == 1, f"{key}: exactly one wheel dependency"
+        assert_is_the_built_wheel(wheels[0], job_dirs[SERVERLESS_JOB], bundle)
+        assert [d for d in spec["dependencies"] if RUNTIME_PACKAGES.match(d)] == []
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_serverless_job_sets_no_cluster_only_fields(target: str) -> None:
+    job = resolve_target(target)["resources"]["jobs"][SERVERLESS_JOB]
+    assert cluster_only_fields(job) == []
+    # The cluster job really uses them, so the check above is not vacuous.
+    cluster_job = resolve_target(target)["resources"]["jobs"][CLUSTER_JOB]
+    assert "job_clusters" in cluster_only_fields(cluster_job)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_both_variants_run_the_same_command_lines(target: str) -> None:
+    jobs = resolve_target(target)["resources"]["jobs"]
+    cluster, serverless = jobs[CLUSTER_JOB], jobs[SERVERLESS_JOB]
+    assert job_parameters(serverless) == job_parameters(cluster)
+    for c_task, s_task in zip(cluster["tasks"], serverless["tasks"], strict=True):
+        assert c_task["task_key"] == s_task["task_key"]
+        assert c_task["spark_python_task"] == s_task["spark_python_task"]
+        assert c_task.get("depends_on") == s_task.get("depends_on")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("job_name", JOBS)
+def test_every_reference_resolves(target: str, job_name: str) -> None:
+    bundle = resolve_target(target)
+    job = bundle["resources"]["jobs"][job_name]
     leftovers = re.findall(r"\$\{[^}]*\}", json.dumps(job))
     assert leftovers == []
     declared = {p["name"] for p in job["parameters"]}
@@ -264,29 +439,52 @@ def test_every_reference_resolves(target: str) -> None:
         m for t in job["tasks"] for a in t["spark_python_task"]["parameters"] for m in _JOB_PARAM.findall(a)
     }
     assert used == declared  # no undeclared parameter, none declared for nothing
-    env = job["job_clusters"][0]["new_cluster"]["spark_env_vars"]
+
+
+def test_job_cluster_exposes_the_key_from_the_secret_scope() -> None:
+    bundle = resolve_target("dev")
+    env = bundle["resources"]["jobs"][CLUSTER_JOB]["job_clusters"][0]["new_cluster"]["spark_env_vars"]
     assert (
         env["AZURE_OPENAI_API_KEY"]
         == f"{{{{secrets/{bundle['_variables']['secret_scope']}/azure-openai-key}}}}"
     )
 
 
-def test_schedule_paused_in_dev_and_running_in_prod() -> None:
-    dev, prod = resolve_target("dev"), resolve_target("prod")
-    dev_schedule = dev["resources"]["jobs"][JOB]["schedule"]
-    prod_schedule = prod["resources"]["jobs"][JOB]["schedule"]
-    assert dev_schedule["pause_status"] == "PAUSED"
-    assert prod_schedule["pause_status"] == "UNPAUSED"
-    for schedule in (dev_schedule, prod_schedule):
+def test_schedule_paused_in_dev_and_one_job_running_in_prod() -> None:
+    schedules = {
+        (target, job): resolve_target(target)["resources"]["jobs"][job]["schedule"]
+        for target in TARGETS
+        for job in JOBS
+    }
+    assert {k: s["pause_status"] for k, s in schedules.items()} == {
+        ("dev", CLUSTER_JOB): "PAUSED",
+        ("dev", SERVERLESS_JOB): "PAUSED",
+        ("prod", CLUSTER_JOB): "UNPAUSED",
+        ("prod", SERVERLESS_JOB): "PAUSED",
+    }
+    for schedule in schedules.values():
         fields = schedule["quartz_cron_expression"].split()
         assert len(fields) in (6, 7), fields  # sec min hour day-of-month month day-of-week [year]
         assert (fields[3] == "?") != (fields[5] == "?"), "Quartz needs exactly one '?' day field"
         assert schedule["timezone_id"]
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_no_target_schedules_both_jobs_on_the_same_tables(target: str) -> None:
+    root, _ = load_bundle()
+    statuses = {
+        job: resolve_target(target)["resources"]["jobs"][job]["schedule"]["pause_status"] for job in JOBS
+    }
+    assert list(statuses.values()).count("UNPAUSED") <= 1, statuses
+    # Each job's schedule follows its own variable, so a deploy can swap which one runs.
+    own_variable = {CLUSTER_JOB: "schedule_pause_status", SERVERLESS_JOB: "serverless_schedule_pause_status"}
+    for job, var in own_variable.items():
+        assert root["resources"]["jobs"][job]["schedule"]["pause_status"] == f"${{var.{var}}}"
+
+
 def test_prod_overrides_merge_into_the_job_cluster() -> None:
-    dev_cluster = resolve_target("dev")["resources"]["jobs"][JOB]["job_clusters"][0]["new_cluster"]
-    prod_cluster = resolve_target("prod")["resources"]["jobs"][JOB]["job_clusters"][0]["new_cluster"]
+    dev_cluster = resolve_target("dev")["resources"]["jobs"][CLUSTER_JOB]["job_clusters"][0]["new_cluster"]
+    prod_cluster = resolve_target("prod")["resources"]["jobs"][CLUSTER_JOB]["job_clusters"][0]["new_cluster"]
     assert prod_cluster["autoscale"]["max_workers"] > dev_cluster["autoscale"]["max_workers"]
     # The override touched only autoscale: the rest of the cluster spec is inherited.
     for key in ("spark_version", "node_type_id", "data_security_mode", "spark_env_vars"):
@@ -297,21 +495,28 @@ def test_prod_overrides_merge_into_the_job_cluster() -> None:
 # --- task command lines → settings ------------------------------------------------------
 
 
-@pytest.mark.parametrize("target", ["dev", "prod"])
+@pytest.mark.parametrize("job_name", JOBS)
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("task_key", list(TASK_COMMANDS))
-def test_task_parameters_parse_and_validate(target: str, task_key: str) -> None:
-    args, settings = settings_for_task(target, task_key)
+def test_task_parameters_parse_and_validate(target: str, task_key: str, job_name: str) -> None:
+    args, settings = settings_for_task(target, task_key, job_name)
     variables = resolve_target(target)["_variables"]
     assert args.command == TASK_COMMANDS[task_key]
-    volume = f"/Volumes/{variables['catalog']}/{variables['schema']}/{variables['volume']}"
-    assert settings.storage.catalog == variables["catalog"]
-    assert settings.storage.schema_ == variables["schema"]
+    catalog, schema = variables["catalog"], variables["schema"]
+    volume = f"/Volumes/{catalog}/{schema}/{variables['volume']}"
+    assert settings.storage.catalog == catalog
+    assert settings.storage.schema_ == schema
     assert settings.storage.uses_catalog
+    # Unity Catalog tables by three-part name, managed (no path of Lakechain's choosing).
+    tables = Tables(None, settings)  # type: ignore[arg-type]  # naming needs no session
+    assert tables.full_name("results") == f"{catalog}.{schema}.results"
+    assert tables.location("results") is None
     assert settings.storage.volume == volume
     assert settings.storage.files_root == volume
-    assert settings.storage.delta == "native"
     assert settings.corpus.path == f"{volume}/corpus"
     assert settings.tasks.path == f"{volume}/tasks.jsonl"
+    # The session is the one Databricks gives the task: nothing asks for another one.
+    assert settings.spark.remote is None and settings.spark.conf == {}
     assert getattr(args, "retry_failed", False) is (task_key == "run_tasks")
 
 
@@ -322,19 +527,23 @@ def test_dev_and_prod_write_to_different_schemas() -> None:
     assert dev.storage.volume != prod.storage.volume
 
 
-def test_run_time_parameters_reach_the_settings() -> None:
+@pytest.mark.parametrize("job_name", JOBS)
+def test_run_time_parameters_reach_the_settings(job_name: str) -> None:
     _, settings = settings_for_task(
-        "dev", "run_tasks", overrides="tasks.max_concurrency=16", tasks_path="main.sales.questions"
+        "dev", "run_tasks", job_name, overrides="tasks.max_concurrency=16", tasks_path="main.sales.questions"
     )
     assert settings.tasks.max_concurrency == 16
     assert settings.tasks.path == "main.sales.questions"
 
 
-def test_a_bad_run_time_override_is_refused() -> None:
+@pytest.mark.parametrize("job_name", JOBS)
+def test_a_bad_run_time_override_is_refused(job_name: str) -> None:
     with pytest.raises(ConfigError, match="tasks.max_concurrency"):
-        settings_for_task("dev", "index", overrides="tasks.max_concurrency=0")
+        settings_for_task("dev", "index", job_name, overrides="tasks.max_concurrency=0")
     with pytest.raises(ConfigError, match="tasks.max_concurency"):
-        settings_for_task("dev", "index", overrides="tasks.max_concurency=4")
+        settings_for_task("dev", "index", job_name, overrides="tasks.max_concurency=4")
+    with pytest.raises(ConfigError, match="storage.schema"):
+        settings_for_task("dev", "index", job_name, schema="lake-chain")  # not an identifier
 
 
 # --- conf/databricks.yaml and its secrets -----------------------------------------------
@@ -347,7 +556,8 @@ def test_databricks_conf_validates_with_secret_references() -> None:
     settings = load_settings(CONF, secret_getter=fake_secrets(calls))
     assert calls and set(calls) == {("lakechain", "azure-openai-key")}
     s = settings.storage
-    assert s.uses_catalog and s.delta == "native"
+    assert s.uses_catalog
+    assert Tables(None, settings).full_name("chunks") == f"{s.catalog}.{s.schema_}.chunks"  # type: ignore[arg-type]
     assert s.volume == f"/Volumes/{s.catalog}/{s.schema_}/files"
     assert s.root.startswith("/Volumes/")
     assert settings.corpus.path.startswith(s.volume + "/")
@@ -368,6 +578,63 @@ def test_databricks_conf_keeps_only_references_on_disk() -> None:
     raw = yaml.safe_load(CONF.read_text(encoding="utf-8"))
     for section in ENDPOINTS:
         assert re.fullmatch(r"\$\{secret:[^/}]+/[^}]+\}", raw[section]["api_key"]), section
+
+
+def test_databricks_conf_leaves_the_session_to_databricks() -> None:
+    """Serverless rejects most Spark properties and has no SparkContext: the file sets no
+    Spark property, master or remote, and no key from the removed storage.delta switch."""
+    raw = yaml.safe_load(CONF.read_text(encoding="utf-8"))
+    assert "spark" not in raw
+    assert "delta" not in raw["storage"]
+    settings = load_settings(CONF, secret_getter=fake_secrets())
+    assert settings.spark.remote is None and settings.spark.conf == {}
+
+
+# --- the secret reader the config uses on Databricks ------------------------------------
+
+
+class _FakeSecrets:
+    def __init__(self, values: dict[tuple[str, str], str]) -> None:
+        self.values = values
+        self.calls: list[tuple[str, str]] = []
+
+    def get(self, scope: str, key: str) -> str:
+        self.calls.append((scope, key))
+        if (scope, key) not in self.values:
+            raise RuntimeError(f"Secret does not exist with scope: {scope} and key: {key}")
+        return self.values[(scope, key)]
+
+
+def _fake_sdk_runtime(monkeypatch: pytest.MonkeyPatch, secrets: _FakeSecrets) -> None:
+    """``databricks.sdk.runtime`` as a Databricks runtime or serverless environment has it."""
+    runtime = types.ModuleType("databricks.sdk.runtime")
+    runtime.dbutils = types.SimpleNamespace(secrets=secrets)  # type: ignore[attr-defined]
+    for name in ("databricks", "databricks.sdk"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "databricks.sdk.runtime", runtime)
+
+
+def test_secret_references_resolve_through_the_runtime_dbutils(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = _FakeSecrets({("lakechain", "azure-openai-key"): SECRET})
+    _fake_sdk_runtime(monkeypatch, secrets)
+    settings = load_settings(CONF)  # the default secret reader, as the jobs run it
+    for section in ENDPOINTS:
+        assert getattr(settings, section).api_key.get_secret_value() == SECRET
+    assert set(secrets.calls) == {("lakechain", "azure-openai-key")}
+    _assert_hidden(settings, SECRET)
+
+
+def test_an_unreadable_secret_names_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_sdk_runtime(monkeypatch, _FakeSecrets({}))
+    with pytest.raises(ConfigError, match=r"\$\{secret:lakechain/azure-openai-key\}: cannot read") as err:
+        load_settings(CONF)
+    assert "READ" in str(err.value)
+
+
+def test_secrets_outside_databricks_point_to_env_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "databricks.sdk.runtime", None)  # import fails
+    with pytest.raises(ConfigError, match=r"\$\{secret:s/k\}: .*\$\{env:NAME\}"):
+        databricks_secret("s", "k")
 
 
 def _env_overrides(var: str) -> list[str]:
