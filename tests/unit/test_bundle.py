@@ -391,7 +391,8 @@ def test_serverless_tasks_name_an_environment_that_installs_the_built_wheel(targ
     envs = [e["environment_key"] for e in job["environments"]]
     assert len(envs) == len(set(envs)), f"duplicate environment keys {envs}"
     specs = {e["environment_key"]: e["spec"] for e in job["environments"]}
-    used = {t["environment_key"] for t in job["tasks"]}  # KeyError = a task without one
+    assert [t["task_key"] for t in job["tasks"] if not t.get("environment_key")] == []
+    used = {t["environment_key"] for t in job["tasks"]}
     assert used <= set(specs), f"tasks name undefined environments {used - set(specs)}"
     assert used == set(specs), f"environments no task uses: {set(specs) - used}"
 
@@ -441,8 +442,9 @@ def test_every_reference_resolves(target: str, job_name: str) -> None:
     assert used == declared  # no undeclared parameter, none declared for nothing
 
 
-def test_job_cluster_exposes_the_key_from_the_secret_scope() -> None:
-    bundle = resolve_target("dev")
+@pytest.mark.parametrize("target", TARGETS)
+def test_job_cluster_exposes_the_key_from_the_secret_scope(target: str) -> None:
+    bundle = resolve_target(target)
     env = bundle["resources"]["jobs"][CLUSTER_JOB]["job_clusters"][0]["new_cluster"]["spark_env_vars"]
     assert (
         env["AZURE_OPENAI_API_KEY"]
