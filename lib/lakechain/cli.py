@@ -90,9 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from lakechain.errors import SchemaMismatchError, TableNotFoundError
     from lakechain.index.errors import LakechainIndexError
-    from lakechain.storage.delta_schema import SchemaMismatchError
-    from lakechain.storage.tables import TableNotFoundError
 
     return (ConfigError, LakechainIndexError, TableNotFoundError, SchemaMismatchError, FileNotFoundError)
 

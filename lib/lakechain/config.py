@@ -224,19 +224,30 @@ SecretGetter = Callable[[str, str], str]
 
 
 def databricks_secret(scope: str, key: str) -> str:
-    """Read a Databricks secret through dbutils (only present on a cluster)."""
+    """Read a Databricks secret through ``databricks.sdk.runtime.dbutils``.
+
+    Why that one: ``databricks-sdk`` is preinstalled on Databricks runtimes and in serverless
+    environments, and its ``dbutils`` is the runtime's own on a classic cluster and a
+    REST-backed one under Spark Connect (serverless, standard-access clusters), where
+    ``pyspark.dbutils.DBUtils`` needs a SparkContext that does not exist. No Spark session is
+    needed, so settings load before any session is built.
+    """
+    ref = f"${{secret:{scope}/{key}}}"
     try:
-        from pyspark.dbutils import DBUtils  # type: ignore[import-not-found]
-        from pyspark.sql import SparkSession
-    except ImportError as exc:  # pragma: no cover - Databricks only
+        from databricks.sdk.runtime import dbutils  # type: ignore[import-not-found]
+    except ImportError as exc:
         raise ConfigError(
-            f"${{secret:{scope}/{key}}}: Databricks secrets need a Databricks runtime; "
+            f"{ref}: Databricks secrets need a Databricks runtime (databricks-sdk); "
             "use ${env:NAME} elsewhere"
         ) from exc
-    # Settings load before Lakechain builds a session; a job's Python file may have none
-    # active yet, and on a cluster getOrCreate returns the runtime's own session.
-    spark = SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()  # pragma: no cover
-    return DBUtils(spark).secrets.get(scope=scope, key=key)  # pragma: no cover
+    try:
+        return str(dbutils.secrets.get(scope=scope, key=key))
+    except Exception as exc:  # noqa: BLE001 - the SDK's error types vary by runtime
+        # A failed read holds no secret value: name the reference and the cause.
+        raise ConfigError(
+            f"{ref}: cannot read the secret ({type(exc).__name__}: {exc}); check that the scope and "
+            "key exist and that the job's identity may READ the scope"
+        ) from None
 
 
 def _resolve_refs(node: Any, path: str, secret_getter: SecretGetter) -> Any:

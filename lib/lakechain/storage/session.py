@@ -121,6 +121,10 @@ def get_spark(settings: Settings) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    if on_databricks():
+        # The runtime's own session (Spark Connect on serverless): the local jars, metastore
+        # and lock below do not apply there, and the wheel brings no delta-spark.
+        return SparkSession.builder.getOrCreate()
     remote = remote_url(settings)
     if remote and remote.startswith("sc://"):
         return SparkSession.builder.remote(remote).getOrCreate()
