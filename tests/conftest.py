@@ -1,11 +1,17 @@
-"""Shared fixtures: ONE local[2] Spark session for the whole suite."""
+"""Shared fixtures. ``tests/unit`` needs none of the Spark ones; Spark tests share ONE session.
+
+Set ``LAKECHAIN_TEST_REMOTE=local[2]`` to run the Spark tests on a local Spark Connect
+session instead of a classic one (CI does both).
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,19 +25,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def base_settings():
+    """``conf/local.yaml`` with a small local[2] Spark: what every Spark test starts from."""
     from lakechain.config import load_settings
 
     overrides = ["spark.master=local[2]", "spark.shuffle_partitions=2"]
+    if os.environ.get("LAKECHAIN_TEST_REMOTE"):
+        overrides.append(f"spark.remote={os.environ['LAKECHAIN_TEST_REMOTE']}")
     return load_settings(REPO / "conf" / "local.yaml", overrides)
 
 
 @pytest.fixture(scope="session")
-def spark(base_settings, tmp_path_factory) -> Iterator:
+def spark(base_settings, tmp_path_factory) -> Iterator[Any]:
+    """The suite's one Spark session (native Delta; Spark Connect when asked), with its
+    metastore in a session-wide temporary root."""
     from lakechain.storage.session import get_spark
 
-    warehouse = tmp_path_factory.mktemp("warehouse")
     settings = base_settings.model_copy(deep=True)
-    settings.spark.conf = {"spark.sql.warehouse.dir": str(warehouse)}
+    settings.storage.root = str(tmp_path_factory.mktemp("session-root"))
     session = get_spark(settings)
     yield session
     session.stop()
@@ -39,14 +49,30 @@ def spark(base_settings, tmp_path_factory) -> Iterator:
 
 @pytest.fixture
 def settings(base_settings, tmp_path):
-    """Settings whose storage root is a fresh directory for each test."""
+    """Settings with a fresh storage root and a schema (database) of the test's own, so tests
+    share the session's metastore without seeing each other's tables."""
     s = base_settings.model_copy(deep=True)
     s.storage.root = str(tmp_path / "lake")
+    s.storage.schema_ = f"t_{uuid.uuid4().hex[:12]}"
     return s
 
 
 @pytest.fixture
 def tables(spark, settings):
+    """The pipeline's tables for ``settings``."""
     from lakechain.storage.tables import Tables
 
     return Tables(spark, settings)
+
+
+@pytest.fixture
+def delta_rows() -> Callable[[Any, str], list[dict[str, Any]]]:
+    """Rows of a table as an independent Delta reader (delta-rs) sees them, by its location:
+    proof that what Spark wrote is plain Delta any reader opens."""
+
+    def read(tables: Any, name: str) -> list[dict[str, Any]]:
+        from deltalake import DeltaTable
+
+        return DeltaTable(tables.location(name)).to_pyarrow_table().to_pylist()
+
+    return read

@@ -10,20 +10,23 @@ import time
 from pathlib import Path
 
 import yaml
-from test_tasks_stage import remote, results_rows, save_index, write_lines
+from test_tasks_stage import remote, save_index, write_lines
 
 from lakechain.embed.embedders import make_embedder
 from lakechain.tasks.stage import run_tasks
 from lakechain.testing.openai_server import FakeOpenAIServer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _commits(log: Path) -> int:
     return sum(1 for p in log.glob("*.json") if p.name[0].isdigit()) if log.is_dir() else 0
 
 
-def test_sigkilled_job_resumes_to_every_row_once(spark, settings, tables, tmp_path):
+def test_sigkilled_job_resumes_to_every_row_once(spark, settings, tables, tmp_path, delta_rows):
+    def results_rows(t):
+        return delta_rows(t, "results")
+
     with FakeOpenAIServer(seed=5, latency_s=0.2) as srv:
         remote(settings, srv)
         settings.tasks.commit_every = 24
@@ -42,7 +45,7 @@ def test_sigkilled_job_resumes_to_every_row_once(spark, settings, tables, tmp_pa
             [str(spark_submit), "--master", "local[2]", "jobs/run_tasks.py", "--config", str(config)],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        log = Path(tables.path("results")) / "_delta_log"
+        log = Path(tables.location("results")) / "_delta_log"
         deadline = time.monotonic() + 240
         try:
             while _commits(log) == 0 and proc.poll() is None and time.monotonic() < deadline:
@@ -55,7 +58,8 @@ def test_sigkilled_job_resumes_to_every_row_once(spark, settings, tables, tmp_pa
         assert 0 < len(committed) < len(records)
 
         resumed = run_tasks(spark, settings, tables, progress=False)
-        assert (resumed.skipped, resumed.pending) == (len(committed), len(records) - len(committed))
+        # batches staged but not merged when the job died are merged first, not recomputed
+        assert resumed.skipped >= len(committed) and resumed.skipped + resumed.pending == len(records)
         rows = results_rows(tables)
         assert sorted(r["task_id"] for r in rows) == sorted(r["task_id"] for r in records)
         assert all(r["status"] == "ok" for r in rows)

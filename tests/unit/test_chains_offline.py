@@ -25,7 +25,7 @@ from lakechain.chains import (
 from lakechain.chains.images import LocalImageRenderer
 from lakechain.config import EmbeddingConfig, Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEED = [
     "Azure Databricks is a fast, easy, and collaborative Apache Spark-based analytics platform.",
     "LangChain is a framework designed to simplify the creation of applications using large language models.",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from deltalake import DeltaTable
 
 from lakechain.embed import stage as embed_stage
 from lakechain.embed.chunking import vector_id
@@ -26,17 +25,26 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-def chunks_table(tables) -> dict:
-    t = DeltaTable(tables.path("chunks")).to_pyarrow_table()
-    return {"rows": t.to_pylist(), "n": t.num_rows}
+@pytest.fixture
+def chunks_table(delta_rows):
+    """``tables`` → {"rows": chunks rows, "n": their count}, read as a third-party reader would."""
+
+    def read(tables) -> dict:
+        rows = delta_rows(tables, "chunks")
+        return {"rows": rows, "n": len(rows)}
+
+    return read
 
 
-def errors_of(tables, run_id: str) -> list[dict]:
-    rows = DeltaTable(tables.path("ingest_errors")).to_pyarrow_table().to_pylist()
-    return [r for r in rows if r["run_id"] == run_id]
+@pytest.fixture
+def errors_of(delta_rows):
+    """``(tables, run_id)`` → that run's ``ingest_errors`` rows."""
+    return lambda tables, run_id: [r for r in delta_rows(tables, "ingest_errors") if r["run_id"] == run_id]
 
 
-def test_seed_texts_bad_input_and_incremental(spark, settings, tables, tmp_path):
+def test_seed_texts_bad_input_and_incremental(
+    spark, settings, tables, tmp_path, chunks_table, errors_of, delta_rows
+):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     write_jsonl(corpus / "seed.jsonl", [{"id": str(i + 1), "text": t} for i, t in enumerate(SEED)])
@@ -100,7 +108,7 @@ def test_seed_texts_bad_input_and_incremental(spark, settings, tables, tmp_path)
     assert sorted(rows) == ["1", "2"] and rows["2"]["text"].endswith("popular.")
     assert rows["1"]["chunk_id"] == by_doc["1"]["chunk_id"]
     assert rows["1"]["embedded_at"] == by_doc["1"]["embedded_at"]  # kept, not re-embedded
-    docs = DeltaTable(tables.path("documents")).to_pyarrow_table().to_pylist()
+    docs = delta_rows(tables, "documents")
     assert sorted(d["doc_id"] for d in docs) == ["1", "2"]
     assert all(d["content_hash"] and dict(d["metadata"])["path"] == "seed.jsonl" for d in docs)
 
@@ -116,7 +124,7 @@ def _remote_settings(settings, srv, corpus: Path, batch_size: int = 2):
 
 
 def test_openai_compatible_retry_failure_rows_and_crash_safety(
-    spark, settings, tables, tmp_path, monkeypatch
+    spark, settings, tables, tmp_path, monkeypatch, chunks_table, errors_of
 ):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -152,7 +160,7 @@ def test_openai_compatible_retry_failure_rows_and_crash_safety(
         def crash(*a, **k):
             raise RuntimeError("simulated crash")
 
-        monkeypatch.setattr(embed_stage, "_delete_chunk_ids", crash)
+        monkeypatch.setattr(embed_stage, "_remove_stale", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run_embed(spark, settings, tables, progress=False)
         after_crash = chunks_table(tables)["rows"]
@@ -166,7 +174,7 @@ def test_openai_compatible_retry_failure_rows_and_crash_safety(
         assert {r["text"] for r in rows} == {"Completely new text about Delta Lake.", SEED[1] + " Revised."}
 
 
-def test_table_corpus_and_model_switch(spark, settings, tables, tmp_path):
+def test_table_corpus_and_model_switch(spark, settings, tables, tmp_path, chunks_table):
     src = spark.createDataFrame(
         [("a", SEED[0]), ("b", SEED[1]), ("b", "duplicate"), ("c", None)], "id string, text string"
     )
@@ -188,36 +196,3 @@ def test_table_corpus_and_model_switch(spark, settings, tables, tmp_path):
         settings.corpus.path = "global_temp.lc_corpus"
         r3 = run_embed(spark, settings, tables, progress=False)
         assert (r3.documents_seen, r3.chunks_embedded, r3.chunks_removed) == (1, 1, 2)
-
-
-def test_progress_reporter_lines():
-    import io
-    import time
-
-    from lakechain.runtime.progress import ProgressReporter, format_duration, format_progress
-
-    assert format_progress("embed", 50, 200, 10.0) == "embed: 50/200 (25.0%) 5.0/s elapsed 10s ETA 30s"
-    assert format_progress("embed", 0, 200, 3.0).endswith("ETA ?")
-    assert format_duration(3725) == "1h02m05s"
-    counter = {"n": 0}
-    out = io.StringIO()
-    with ProgressReporter("embed", 10, lambda: counter["n"], interval_s=0.05, stream=out) as rep:
-        for _ in range(5):
-            counter["n"] += 2
-            time.sleep(0.04)
-    assert rep.lines and rep.lines[-1].startswith("embed: 10/10 (100.0%)")
-    assert out.getvalue().count("\n") == len(rep.lines) >= 2
-    quiet = io.StringIO()
-    with ProgressReporter("x", 5, lambda: 5, interval_s=0.01, stream=quiet, enabled=False):
-        time.sleep(0.03)
-    assert quiet.getvalue() == ""
-
-
-def test_report_as_dict_and_str():
-    r = embed_stage.EmbedReport(
-        run_id="embed-x", model="m", documents_seen=3, chunks_embedded=3, chunks_version=0
-    )
-    d = r.as_dict()
-    assert d["documents_seen"] == 3 and d["chunks_version"] == 0 and d["run_id"] == "embed-x"
-    text = str(r)
-    assert "3 seen" in text and "3 embedded" in text and "chunks v0" in text

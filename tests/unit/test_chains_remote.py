@@ -250,7 +250,7 @@ def test_walkthrough_against_an_openai_compatible_server(srv, tmp_path, capsys):
     import json
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "seed_walkthrough.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "seed_walkthrough.py"
     spec = importlib.util.spec_from_file_location("seed_walkthrough_remote", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
