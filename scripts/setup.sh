@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Create .venv and install Lakechain with the embedded default models (CPU only).
-#   scripts/setup.sh          runtime: pyspark, Delta (delta-rs), FAISS, LangChain, local models
-#   scripts/setup.sh --dev    plus pytest, ruff and the LangChain FAISS interop
+# Create .venv and install Lakechain with the embedded default models (CPU only), then fetch
+# Delta Lake's jars once, so every later run works offline.
+#   scripts/setup.sh          runtime: pyspark + delta-spark (native Delta), FAISS, LangChain, local models
+#   scripts/setup.sh --dev    plus pytest, ruff, mypy and the LangChain FAISS interop
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="local"
 [[ "${1:-}" == "--dev" ]] && extras="local,dev"
+command -v java >/dev/null || { echo "Java 17+ is required by Spark (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 # The CPU torch wheel first: an unpinned torch would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
-command -v java >/dev/null || { echo "Java 17+ is required by Spark (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+# Delta Lake's jars (io.delta:delta-spark_<spark minor>_2.13) come from Maven Central through
+# Spark's own resolver, once; their paths are recorded so later sessions use spark.jars offline.
+.venv/bin/python -m lakechain.storage.session "$(mktemp -d)" 2>/dev/null | tail -n 1
 echo "lakechain installed in .venv ($(.venv/bin/python -c 'import lakechain; print(lakechain.__version__)'))"

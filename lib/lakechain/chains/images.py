@@ -166,16 +166,16 @@ def render_png(prompt: str, width: int = 512, height: int = 512, caption: bool =
             draw.line([cx - 4 * s, cy + s // 3, cx - 2 * s, cy], fill=accent, width=max(1, s // 4))
     if "diagram" in motifs:
         n = 4 + rng.randrange(3)
-        cx, cy, rad = width / 2, height * 0.42, min(width, height) * 0.28
+        hx, hy, rad = width / 2.0, height * 0.42, min(width, height) * 0.28
         nodes = [
-            (cx + rad * math.cos(2 * math.pi * i / n), cy + rad * math.sin(2 * math.pi * i / n))
+            (hx + rad * math.cos(2 * math.pi * i / n), hy + rad * math.sin(2 * math.pi * i / n))
             for i in range(n)
         ]
         lw = max(2, width // 150)
         for i, (x0, y0) in enumerate(nodes):
             x1, y1 = nodes[(i + 1) % n]
             draw.line([x0, y0, x1, y1], fill=accent, width=lw)
-            draw.line([x0, y0, cx, cy], fill=_mix(accent, bg1, 0.5), width=max(1, lw // 2))
+            draw.line([x0, y0, hx, hy], fill=_mix(accent, bg1, 0.5), width=max(1, lw // 2))
         s = int(min(width, height) * 0.05)
         for i, (x, y) in enumerate(nodes):
             draw.rounded_rectangle([x - s, y - s * 0.7, x + s, y + s * 0.7], radius=s // 3, fill=accent2)
@@ -272,8 +272,8 @@ def make_image_model(cfg: ImagesConfig) -> ImageModel:
     key = cfg.api_key.get_secret_value() if cfg.api_key is not None else "not-needed"
     common: dict[str, Any] = {"api_key": key, "max_retries": cfg.max_retries, "timeout": cfg.timeout_s}
     if cfg.provider == "azure_openai":
-        client = openai.AzureOpenAI(
-            azure_endpoint=cfg.base_url,
+        client: openai.OpenAI = openai.AzureOpenAI(
+            azure_endpoint=str(cfg.base_url),
             api_version=cfg.api_version,
             azure_deployment=cfg.deployment,
             **common,

@@ -198,7 +198,7 @@ def flat_from_parts(dim: int, ids: np.ndarray, parts: Iterable[Any]) -> faiss.In
             if offset + size > nbytes:
                 raise IndexBuildError(f"shard file {part} holds more vectors than its rows")
             with open(part, "rb", buffering=0) as f:
-                view = memoryview(storage[offset : offset + size])
+                view = memoryview(storage[offset : offset + size])  # type: ignore[arg-type]
                 got = 0
                 while got < size:
                     n = f.readinto(view[got:])
@@ -236,6 +236,7 @@ def ids_of(index: faiss.Index) -> np.ndarray:
         return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
     ivf = faiss.extract_index_ivf(index)
     invlists = ivf.invlists
+    assert invlists is not None  # an IVF index always has its inverted lists
     parts = []
     for list_no in range(ivf.nlist):
         size = invlists.list_size(list_no)

@@ -24,13 +24,13 @@ def per_process(namespace: str, key: Hashable, build: Callable[[], T]) -> T:
     k = (namespace, key)
     value = _VALUES.get(k)
     if value is not None:
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return,unused-ignore]
     with _GUARD:
         lock = _LOCKS.setdefault(k, threading.Lock())
     with lock:
         if k not in _VALUES:
             _VALUES[k] = build()
-        return _VALUES[k]  # type: ignore[no-any-return]
+        return _VALUES[k]  # type: ignore[no-any-return,unused-ignore]
 
 
 def clear(namespace: str | None = None) -> None:

@@ -72,9 +72,8 @@ def delta_jars_conf() -> dict[str, str]:
 def remember_jars(spark: SparkSession) -> None:
     """Record the jar files Spark resolved, so later sessions skip the resolver."""
     with contextlib.suppress(Exception):
-        jars = [
-            j.removeprefix("file://").removeprefix("file:") for j in spark.conf.get("spark.jars").split(",")
-        ]
+        listed = spark.conf.get("spark.jars", "") or ""
+        jars = [j.removeprefix("file://").removeprefix("file:") for j in listed.split(",")]
         jars = [j for j in jars if j.endswith(".jar") and os.path.isfile(j)]
         if any("delta-spark" in os.path.basename(j) for j in jars):
             record = jars_record()

@@ -287,7 +287,7 @@ class Tables:
         if not self.exists(name):
             return None
         if not hasattr(values, "schema"):
-            items = sorted(set(values))  # type: ignore[arg-type]
+            items = sorted(set(values))
             if not items:
                 return None
             values = self.spark.createDataFrame([(v,) for v in items], f"`{column}` string")

@@ -118,9 +118,8 @@ def error_kind(message: str | None) -> str:
     """A short, groupable reason from an error message (for the report)."""
     if not message:
         return "unknown"
-    first = message.split(";")[0]
-    first = first.split(":", 2)
-    return ":".join(first[:2]).strip()[:80]
+    parts = message.split(";")[0].split(":", 2)
+    return ":".join(parts[:2]).strip()[:80]
 
 
 class Progress:
