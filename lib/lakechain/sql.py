@@ -7,8 +7,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from pyspark.errors import (
+    AnalysisException,
+    ArithmeticException,
+    ArrayIndexOutOfBoundsException,
+    DateTimeException,
+    NumberFormatException,
+)
 from pyspark.sql import SparkSession
 
+from lakechain.errors import SqlError
 from lakechain.storage.tables import Tables
 
 _MAX_CELL = 80
@@ -27,9 +35,14 @@ def register_all(spark: SparkSession, tables: Tables) -> list[str]:
 
 
 def run_sql(spark: SparkSession, tables: Tables, query: str, limit: int = 100, fmt: str = "table") -> str:
-    register_all(spark, tables)
-    df = spark.sql(query)
-    rows = [r.asDict(recursive=True) for r in df.limit(limit + 1).collect()]
+    """The query's first ``limit`` rows as text. A query the user got wrong (syntax, unknown
+    table or column, a bad cast) raises :class:`SqlError` with Spark's one-line reason."""
+    names = register_all(spark, tables)
+    try:
+        df = spark.sql(query)
+        rows = [r.asDict(recursive=True) for r in df.limit(limit + 1).collect()]
+    except _QUERY_ERRORS as exc:
+        raise query_error(exc, names, tables) from exc
     more = len(rows) > limit
     rows = rows[:limit]
     if fmt == "json":
@@ -37,6 +50,31 @@ def run_sql(spark: SparkSession, tables: Tables, query: str, limit: int = 100, f
     text = format_table(df.columns, rows)
     footer = f"({len(rows)} row{'s' if len(rows) != 1 else ''}{', more not shown' if more else ''})"
     return f"{text}\n{footer}"
+
+
+# Errors caused by the query itself (ParseException is an AnalysisException): its text,
+# its names or its data under ANSI casts. Anything else is a bug and keeps its traceback.
+_QUERY_ERRORS = (
+    AnalysisException,
+    ArithmeticException,
+    ArrayIndexOutOfBoundsException,
+    DateTimeException,
+    NumberFormatException,
+)
+
+
+def query_error(exc: Exception, names: Sequence[str], tables: Tables) -> SqlError:
+    """Spark's first line (the reason; the rest is a query plan), plus what to do next:
+    on a root without tables, run the pipeline; for an unknown name, the tables there are."""
+    reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    condition = getattr(exc, "getCondition", getattr(exc, "getErrorClass", lambda: None))()
+    if condition == "TABLE_OR_VIEW_NOT_FOUND":
+        st = tables.storage
+        where = f"schema {st.catalog}.{st.schema_}" if st.uses_catalog else f"storage.root {st.root}"
+        if not names:
+            return SqlError(f"{reason} — {where} has no tables yet: run `lakechain pipeline` first")
+        return SqlError(f"{reason} — tables in {where}: {', '.join(names)}")
+    return SqlError(reason)
 
 
 def _json_default(v: Any) -> Any:
