@@ -21,7 +21,11 @@ import pytest
 from lakechain.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-QUESTIONS = ["What is Delta Lake?", "What is FAISS?", "What is LangChain?"]
+QUESTIONS = [  # each retrieves context, so each calls the chat model
+    "What does MERGE INTO do in Delta Lake?",
+    "What is the Delta Lake transaction log?",
+    "What is LangChain?",
+]
 
 
 def _free_port() -> int:
@@ -80,7 +84,8 @@ def test_sql_unknown_table_lists_the_tables_there(lake, capsys):
     line = _last_line(capsys.readouterr().err)
     assert line.startswith("lakechain: [TABLE_OR_VIEW_NOT_FOUND] The table or view `answer` cannot be found")
     assert line.endswith(
-        f"— tables in storage.root {base / 'lake'}: chunks, documents, ingest_errors, results, tasks, qa_results, image_results"
+        f"— tables in storage.root {base / 'lake'}: "
+        "chunks, documents, ingest_errors, results, tasks, qa_results, image_results"
     )
 
 
