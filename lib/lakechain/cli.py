@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_at_start(settings, args.command)
         return COMMANDS[args.command](settings, args, ctx)
     except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
         print(f"lakechain: {interrupted_message(args.command, ctx)}", file=sys.stderr)
         return 130
     except Exception as exc:
