@@ -10,11 +10,16 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
+import time
+import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from lakechain.config import ConfigError, Settings, load_settings
+from lakechain.config import Settings, load_settings
+from lakechain.errors import EndpointError, StorageRootError, is_user_error
 
 DEFAULT_CONFIG = "conf/local.yaml"
 
@@ -34,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override a config value (repeatable), e.g. --set storage.root=/tmp/out",
     )
+    common.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     p = argparse.ArgumentParser(prog="lakechain", description="LLM reasoning over whole tables.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("embed", parents=[common], help="ingest corpus.path, chunk and embed into Delta")
@@ -66,92 +72,238 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(path, args.overrides)
 
 
+@dataclass
+class Context:
+    """What a command leaves for :func:`main` to report when it is interrupted."""
+
+    argv: list[str]
+    started: float = field(default_factory=time.time)
+    tables: Any = None
+    """The command's ``Tables`` once Spark is up (None: nothing can have been committed)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     for noisy in ("py4j", "httpx", "openai", "urllib3", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx = Context(argv)
     try:
         settings = settings_from_args(args)
-        for section in ENDPOINTS_USED[args.command]:
-            getattr(settings, section).check_remote(section)
-    except ConfigError as exc:
+        check_at_start(settings, args.command)
+        return COMMANDS[args.command](settings, args, ctx)
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        print(f"lakechain: {interrupted_message(args.command, ctx)}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        # Problems the user fixes (config, inputs, missing tables or index, a query): their
+        # message says how, so a traceback would only hide it.
+        if not is_user_error(exc):
+            raise
+        if args.debug:
+            traceback.print_exc()
         print(f"lakechain: {exc}", file=sys.stderr)
         return 2
-    try:
-        return COMMANDS[args.command](settings, args)
-    except USER_ERRORS as exc:
-        # Problems the user fixes (inputs, missing tables or index, schema): their message
-        # says how, so a traceback would only hide it.
-        print(f"lakechain: {exc}", file=sys.stderr)
-        return 2
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from lakechain.errors import SchemaMismatchError, TableNotFoundError
-    from lakechain.index.errors import LakechainIndexError
+def check_at_start(settings: Settings, command: str) -> None:
+    """Everything that can be checked before Spark starts (seconds, not a failed stage)."""
+    for section in ENDPOINTS_USED[command]:
+        getattr(settings, section).check_remote(section)
+    if "embedding" in ENDPOINTS_USED[command] and settings.embedding.provider == "local":
+        from lakechain.embed.embedders import check_local_model
 
-    return (ConfigError, LakechainIndexError, TableNotFoundError, SchemaMismatchError, FileNotFoundError)
+        check_local_model(settings.embedding.model)
+    check_storage_root(settings, write=command in WRITING_COMMANDS)
 
 
-def _session(settings: Settings) -> tuple[Any, Any]:
+def check_storage_root(settings: Settings, write: bool) -> None:
+    """``storage.root`` (and ``storage.volume``) must be directories, writable for a command
+    that writes. Only plain local paths are checked: URIs and catalog tables are Spark's."""
+    st = settings.storage
+    keys = {"storage.volume": st.volume}
+    if not st.uses_catalog:
+        keys["storage.root"] = st.root
+    for key, path in keys.items():
+        if not path or not os.path.isabs(path):  # unset, or a URI such as dbfs:/ or abfss://
+            continue
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise StorageRootError(f"{key} {path} is a file, not a directory: point {key} at a directory")
+        if not write:
+            continue
+        probe = os.path.join(path, f".lakechain-write-check-{os.getpid()}")
+        try:
+            os.makedirs(path, exist_ok=True)
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as exc:
+            raise StorageRootError(
+                f"{key} {path} is not a writable directory ({exc.strerror or exc}): point {key} at one"
+            ) from exc
+
+
+# The tables each command commits to, for the report of an interrupted run.
+COMMITTED_TABLES = {
+    "embed": ("documents", "chunks", "ingest_errors"),
+    "index": ("ingest_errors",),
+    "run-tasks": ("tasks", "results"),
+    "pipeline": ("documents", "chunks", "ingest_errors", "tasks", "results"),
+}
+
+
+def interrupted_message(command: str, ctx: Context) -> str:
+    """What an interrupted run committed, and the command that resumes it. Every commit is
+    atomic, so the tables hold exactly the listed commits and a rerun redoes only the rest."""
+    resume = "lakechain " + shlex.join(ctx.argv)
+    if command not in COMMITTED_TABLES:
+        return f"interrupted; `lakechain {command}` writes nothing, so nothing changed"
+    if ctx.tables is None:
+        done = "nothing was committed (Spark had not started)"
+    else:
+        try:
+            done = committed_since(ctx.tables, COMMITTED_TABLES[command], ctx.started)
+        except Exception as exc:  # the session may be half torn down by the interrupt
+            done = f"could not read the tables' history ({type(exc).__name__}); every commit is atomic"
+    if command in ("index", "pipeline"):
+        done += "; an unfinished index build never replaces the current index"
+    return f"interrupted: {done}. Resume with `{resume}` (finished work is not redone)"
+
+
+def committed_since(tables: Any, names: Sequence[str], started: float) -> str:
+    """``"committed chunks (2 commits, now v5)"`` for the tables this run changed."""
+    parts = []
+    for name in names:
+        if not tables.exists(name):
+            continue
+        commits = [h for h in tables.history(name) if _epoch(h["timestamp"]) >= started]
+        if commits:
+            n = len(commits)
+            parts.append(f"{name} ({n} commit{'s' if n > 1 else ''}, now v{commits[0]['version']})")
+    return "committed " + ", ".join(parts) if parts else "nothing was committed"
+
+
+def _epoch(ts: Any) -> float:
+    """Commit time in seconds: delta-rs gives epoch milliseconds, Spark a datetime."""
+    return ts / 1000.0 if isinstance(ts, (int, float)) else float(ts.timestamp())
+
+
+def _session(settings: Settings, ctx: Context) -> tuple[Any, Any]:
     from lakechain.storage.session import get_spark
     from lakechain.storage.tables import Tables
 
     spark = get_spark(settings)
-    return spark, Tables(spark, settings)
+    ctx.tables = Tables(spark, settings)
+    return spark, ctx.tables
 
 
-def cmd_embed(settings: Settings, args: argparse.Namespace) -> int:
+def embed_failures(report: Any, settings: Settings) -> str | None:
+    """Why this embed run failed (too large a share of the chunks it embedded), or None."""
+    attempted = report.chunks_embedded + report.chunk_errors
+    limit = settings.embedding.max_error_fraction
+    if not attempted or report.chunk_errors / attempted <= limit:
+        return None
+    return (
+        f"embed: {report.chunk_errors} of {attempted} chunks failed, more than "
+        f"embedding.max_error_fraction={limit:g}; the {report.chunks_embedded} embedded are committed. "
+        "Reasons: lakechain sql "
+        f"\"SELECT stage, reason FROM ingest_errors WHERE run_id = '{report.run_id}'\"; "
+        "fix the cause, then rerun `lakechain embed` (failed chunks are retried)"
+    )
+
+
+def task_failures(report: Any, settings: Settings) -> str | None:
+    """Why this run-tasks run failed (too large a share of the tasks it ran), or None."""
+    limit = settings.tasks.max_error_fraction
+    if not report.processed or report.error / report.processed <= limit:
+        return None
+    return (
+        f"run-tasks: {report.error} of {report.processed} tasks failed, more than "
+        f"tasks.max_error_fraction={limit:g}; the {report.ok} ok results are committed. "
+        f"Reasons: lakechain sql \"SELECT task_id, error FROM results WHERE run_id = '{report.run_id}'\"; "
+        "fix the cause, then `lakechain run-tasks --retry-failed`"
+    )
+
+
+def _verdict(*failures: str | None) -> int:
+    """Exit 1 (a red scheduled job) when a stage failed too often; its rows stay committed."""
+    shown = [f for f in failures if f]
+    for f in shown:
+        print(f"lakechain: {f}", file=sys.stderr)
+    return 1 if shown else 0
+
+
+def cmd_embed(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.embed.stage import run_embed
 
-    spark, tables = _session(settings)
-    print(run_embed(spark, settings, tables))
-    return 0
+    spark, tables = _session(settings, ctx)
+    report = run_embed(spark, settings, tables)
+    print(report)
+    return _verdict(embed_failures(report, settings))
 
 
-def cmd_index(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_index(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.index.stage import run_index
 
-    spark, tables = _session(settings)
-    print(run_index(spark, settings, tables, force=args.force))
+    spark, tables = _session(settings, ctx)
+    print(run_index(spark, settings, tables, force=args.force).summary(rebuild_flag="--force"))
     return 0
 
 
-def cmd_run_tasks(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_run_tasks(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.tasks.stage import run_tasks
 
-    spark, tables = _session(settings)
-    print(run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force))
-    return 0
+    spark, tables = _session(settings, ctx)
+    report = run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force)
+    print(report)
+    return _verdict(task_failures(report, settings))
 
 
-def cmd_pipeline(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_pipeline(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.embed.stage import run_embed
     from lakechain.index.stage import run_index
     from lakechain.tasks.stage import run_tasks
 
-    spark, tables = _session(settings)
-    print(run_embed(spark, settings, tables))
-    print(run_index(spark, settings, tables, force=args.rebuild_index))
-    print(run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force))
-    return 0
+    spark, tables = _session(settings, ctx)
+    embedded = run_embed(spark, settings, tables)
+    print(embedded)
+    index = run_index(spark, settings, tables, force=args.rebuild_index)
+    print(index.summary(rebuild_flag="--rebuild-index"))
+    report = run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force)
+    print(report)
+    return _verdict(embed_failures(embedded, settings), task_failures(report, settings))
 
 
-def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_sql(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.sql import run_sql
 
-    spark, tables = _session(settings)
+    spark, tables = _session(settings, ctx)
     print(run_sql(spark, tables, args.query, limit=args.limit, fmt=args.format))
     return 0
 
 
-def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
+def cmd_ask(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.chains import ask
+    from lakechain.chains.errors import classify
 
-    result = ask(settings, args.question)
+    try:
+        result = ask(settings, args.question)
+    except Exception as exc:
+        info = classify(exc)
+        if info.kind not in ("connection", "timeout", "auth", "not_found"):
+            raise
+        url = endpoint_url(exc, settings)
+        used = [s for s in ENDPOINTS_USED["ask"] if (getattr(settings, s).base_url or "\0") in url]
+        keys = " / ".join(f"{s}.base_url" for s in used or ENDPOINTS_USED["ask"])
+        raise EndpointError(
+            f"{info.kind.replace('_', ' ')} error calling {url}: {info.message} "
+            f"(check {keys}, the api_key and the network)"
+        ) from exc
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -161,7 +313,27 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-USER_ERRORS = _user_errors()
+def endpoint_url(exc: BaseException, settings: Settings) -> str:
+    """The URL the failed request went to (openai and httpx errors carry it), else the
+    configured remote endpoints."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        url = getattr(getattr(e, "request", None), "url", None)
+        if url is not None:
+            return str(url)
+        e = e.__cause__ or e.__context__
+    remote = [
+        f"{s} {getattr(settings, s).base_url or 'the ' + getattr(settings, s).provider + ' default URL'}"
+        for s in ENDPOINTS_USED["ask"]
+        if getattr(settings, s).provider != "local"
+    ]
+    return ", ".join(remote) or "the model endpoint"
+
+
+# Commands that write to storage.root (checked writable at start).
+WRITING_COMMANDS = frozenset({"embed", "index", "run-tasks", "pipeline"})
 
 # Model endpoints each command calls: a remote one lacking its URL/key/deployment fails at
 # start, not on an executor halfway through a run.

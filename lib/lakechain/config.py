@@ -15,14 +15,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from lakechain.errors import ConfigError
 
 _REF = re.compile(r"^\$\{(env|secret):([^}]+)\}$")
 SECRET_KEYS = frozenset({"api_key"})
-
-
-class ConfigError(ValueError):
-    """Raised for any configuration problem; the message names the key and the fix."""
 
 
 class _Section(BaseModel):
@@ -81,9 +89,24 @@ class CorpusConfig(_Section):
 class ChunkingConfig(_Section):
     chunk_tokens: int = Field(default=200, ge=16)
     overlap_tokens: int = Field(default=32, ge=0)
+    """Tokens shared by consecutive chunks; must stay below ``chunk_tokens``."""
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingConfig:
+        if self.overlap_tokens >= self.chunk_tokens:
+            raise PydanticCustomError(
+                "overlap_too_large",
+                "must be less than chunking.chunk_tokens ({chunk_tokens}); lower it or raise chunk_tokens",
+                {"field": "overlap_tokens", "chunk_tokens": self.chunk_tokens, "got": self.overlap_tokens},
+            )
+        return self
 
 
 Provider = Literal["local", "openai", "azure_openai", "openai_compatible"]
+
+DEFAULT_API_KEY_ENV: dict[str, str] = {"openai": "OPENAI_API_KEY", "azure_openai": "AZURE_OPENAI_API_KEY"}
+"""The environment variable each provider's own SDK reads; used when ``api_key`` is unset.
+``openai_compatible`` has none: an OpenAI key must never be sent to another server."""
 
 
 class EndpointConfig(_Section):
@@ -111,7 +134,14 @@ class EndpointConfig(_Section):
             missing.append("api_key")
         if missing:
             keys = ", ".join(f"{section}.{k}" for k in missing)
-            raise ConfigError(f"{keys}: required for provider '{self.provider}'")
+            hint = ""
+            if "api_key" in missing:
+                env = DEFAULT_API_KEY_ENV[self.provider]
+                hint = f" ({section}.api_key defaults to ${{env:{env}}}, which is not set: export {env}=...)"
+            raise ConfigError(f"{keys}: required for provider '{self.provider}'{hint}")
+
+
+ENDPOINT_SECTIONS = ("embedding", "chat", "images")
 
 
 class EmbeddingConfig(EndpointConfig):
@@ -120,6 +150,10 @@ class EmbeddingConfig(EndpointConfig):
     dimensions: int | None = Field(default=None, ge=1)
     commit_every: int = Field(default=50_000, ge=1)
     """Chunks per embed commit: a killed run keeps every finished batch."""
+    max_error_fraction: float = Field(default=0.5, ge=0, le=1)
+    """``lakechain embed`` exits 1 when more than this share of the chunks it embedded failed.
+    Half: a few bad chunks are retried by the next run and must not fail a scheduled job,
+    while an endpoint that is down (every batch fails) must."""
 
 
 class ChatConfig(EndpointConfig):
@@ -181,7 +215,8 @@ class TasksConfig(_Section):
     store_image_bytes: bool = False
     """Also keep each PNG's bytes in ``results.image_png`` (off: the table holds the file's path)."""
     max_error_fraction: float = Field(default=0.5, ge=0, le=1)
-    """A run whose failed share of tasks exceeds this exits non-zero (committed rows stay)."""
+    """``lakechain run-tasks`` exits 1 when more than this share of the tasks it ran failed
+    (their rows stay committed; ``--retry-failed`` redoes them). Half, as for embedding."""
     commit_every: int | None = Field(default=None, ge=1)
     """Tasks per MERGE into ``results`` (one Spark job each): a killed run loses at most the
     uncommitted batches. Default: max(256, partitions × max_concurrency × 64)."""
@@ -366,6 +401,9 @@ def _format_errors(exc: ValidationError, hidden: Mapping[str, str] | None = None
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(Settings, loc)
             lines.append(f"{key}: unknown key; allowed: {', '.join(allowed)}")
+        elif "field" in err.get("ctx", {}):  # a section-level check about one of its fields
+            ctx = err["ctx"]
+            lines.append(f"{key}.{ctx['field']}: {err['msg']} (got {ctx['got']!r})")
         else:
             shown = repr(err.get("input"))
             refs = [ref for value, ref in (hidden or {}).items() if value in shown]
@@ -374,22 +412,82 @@ def _format_errors(exc: ValidationError, hidden: Mapping[str, str] | None = None
             elif refs:
                 shown = f"<hidden: the value of {', '.join(sorted(refs))}>"
             lines.append(f"{key}: {err['msg']} (got {shown})")
+    if len(lines) == 1:  # the common case reads as one line
+        return f"invalid configuration: {lines[0]}"
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _default_api_keys(raw: dict[str, Any]) -> None:
+    """An unset ``api_key`` of a provider with a standard variable reads that variable
+    (``OPENAI_API_KEY``...), as the provider's own SDK would; written as its reference."""
+    for section in ENDPOINT_SECTIONS:
+        node = raw.get(section)
+        provider = node.get("provider") if isinstance(node, dict) else None
+        env = DEFAULT_API_KEY_ENV.get(str(provider))
+        if env and isinstance(node, dict) and node.get("api_key") is None and env in os.environ:
+            node["api_key"] = f"${{env:{env}}}"
+
+
+# --- paths ----------------------------------------------------------------------------
+
+PATH_KEYS: tuple[tuple[str, str], ...] = (
+    ("storage", "root"),
+    ("storage", "volume"),
+    ("corpus", "path"),
+    ("tasks", "path"),
+)
+"""Keys holding a local path (corpus.path and tasks.path may name a table instead)."""
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def resolve_path(value: str, base: str | os.PathLike[str], *, may_be_table: bool) -> str:
+    """``value`` as an absolute local path relative to ``base``; left as written when it is
+    absolute, a URI (``dbfs:/``, ``abfss://``), a reference, or (``may_be_table``) a bare
+    name that reads as a table (``corpus``, ``schema.table``: write ``./corpus`` for a
+    directory)."""
+    v = value.strip()
+    if not v or _URI.match(v) or _REF.match(v) or (may_be_table and _TABLE_NAME.match(v)):
+        return value
+    expanded = os.path.expanduser(v)
+    if os.path.isabs(expanded):
+        return expanded
+    return os.path.normpath(os.path.join(os.path.abspath(base), expanded))
+
+
+def _resolve_paths(raw: dict[str, Any], base: str | os.PathLike[str]) -> None:
+    for section, key in PATH_KEYS:
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            node[key] = resolve_path(node[key], base, may_be_table=section != "storage")
 
 
 def settings_from_dict(
     data: Mapping[str, Any],
     overrides: Iterable[str] = (),
     secret_getter: SecretGetter = databricks_secret,
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> Settings:
-    raw = apply_overrides(_deep_copy(dict(data)), overrides)
+    """Validated settings from ``data`` then ``overrides``. Relative paths of ``data``
+    resolve against ``base_dir`` (the config file's directory), those of overrides and
+    defaults against the current directory, so every path in Settings is absolute."""
+    raw = _deep_copy(dict(data))
+    _resolve_paths(raw, base_dir if base_dir is not None else os.getcwd())
+    raw = apply_overrides(raw, overrides)
     _reject_literal_secrets(raw, "")
+    _default_api_keys(raw)
     resolved = _resolve_refs(raw, "", secret_getter)
     refs = _ref_values(raw, resolved)
     try:
         settings = Settings.model_validate(resolved)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, refs)) from None
+    # Overrides (already absolute when they came from data) and defaults: against the CWD.
+    for section, key in PATH_KEYS:
+        node = getattr(settings, section)
+        value = getattr(node, key)
+        if isinstance(value, str):
+            setattr(node, key, resolve_path(value, os.getcwd(), may_be_table=section != "storage"))
     settings._refs = refs
     return settings
 
@@ -401,10 +499,11 @@ def load_settings(
 ) -> Settings:
     """Load ``path`` (YAML) and apply overrides. ``None`` means built-in defaults."""
     data: dict[str, Any] = {}
+    base_dir = None
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file not found: {p} (pass --config conf/local.yaml)")
+            raise ConfigError(f"config file not found: {p.absolute()} (pass --config conf/local.yaml)")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -414,7 +513,8 @@ def load_settings(
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping of sections")
         data = loaded
-    return settings_from_dict(data, overrides, secret_getter)
+        base_dir = p.absolute().parent  # the directory the user named, symlinks kept
+    return settings_from_dict(data, overrides, secret_getter, base_dir=base_dir)
 
 
 def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:

@@ -12,15 +12,22 @@ if TYPE_CHECKING:
 
     from lakechain.storage.tables import Tables
 
+from lakechain.errors import SqlError
+
 _MAX_CELL = 80
 
 
 def run_sql(spark: SparkSession, tables: Tables, query: str, limit: int = 100, fmt: str = "table") -> str:
-    """Run ``query`` with the pipeline's schema current, so ``results`` means ``lakechain.results``
-    (``main.lakechain.results`` in Unity Catalog); fully qualified names work too."""
+    """The query's first ``limit`` rows as text, with the pipeline's schema current, so
+    ``results`` means ``lakechain.results`` (``main.lakechain.results`` in Unity Catalog). A
+    query the user got wrong (syntax, unknown table or column, a bad cast) raises
+    :class:`SqlError` with Spark's one-line reason."""
     tables.use()
-    df = spark.sql(query)
-    rows = [r.asDict(recursive=True) for r in df.limit(limit + 1).collect()]
+    try:
+        df = spark.sql(query)
+        rows = [r.asDict(recursive=True) for r in df.limit(limit + 1).collect()]
+    except _query_errors() as exc:
+        raise query_error(exc, tables.names(), tables) from exc
     more = len(rows) > limit
     rows = rows[:limit]
     if fmt == "json":
@@ -28,6 +35,35 @@ def run_sql(spark: SparkSession, tables: Tables, query: str, limit: int = 100, f
     text = format_table(df.columns, rows)
     footer = f"({len(rows)} row{'s' if len(rows) != 1 else ''}{', more not shown' if more else ''})"
     return f"{text}\n{footer}"
+
+
+def _query_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by the query itself (ParseException is an AnalysisException): its text,
+    its names or its data under ANSI casts. Anything else is a bug and keeps its traceback."""
+    from pyspark.errors import (
+        AnalysisException,
+        ArithmeticException,
+        ArrayIndexOutOfBoundsException,
+        DateTimeException,
+        NumberFormatException,
+    )
+
+    return (AnalysisException, ArithmeticException, ArrayIndexOutOfBoundsException, DateTimeException,
+            NumberFormatException)
+
+
+def query_error(exc: Exception, names: Sequence[str], tables: Tables) -> SqlError:
+    """Spark's first line (the reason; the rest is a query plan), plus what to do next:
+    on a root without tables, run the pipeline; for an unknown name, the tables there are."""
+    reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    condition = getattr(exc, "getCondition", getattr(exc, "getErrorClass", lambda: None))()
+    if condition == "TABLE_OR_VIEW_NOT_FOUND":
+        st = tables.storage
+        where = f"schema {tables.schema}" if st.uses_catalog else f"storage.root {st.root}"
+        if not names:
+            return SqlError(f"{reason} — {where} has no tables yet: run `lakechain pipeline` first")
+        return SqlError(f"{reason} — tables in {where}: {', '.join(names)}")
+    return SqlError(reason)
 
 
 def _json_default(v: Any) -> Any:

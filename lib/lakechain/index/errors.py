@@ -6,9 +6,11 @@ never shadowed.
 
 from __future__ import annotations
 
+from lakechain.errors import UserError
 
-class LakechainIndexError(RuntimeError):
-    """Base class of every index failure."""
+
+class LakechainIndexError(UserError, RuntimeError):
+    """Base class of every index failure; each says how to fix it (build, rebuild, re-embed)."""
 
 
 class IndexNotFoundError(LakechainIndexError, FileNotFoundError):

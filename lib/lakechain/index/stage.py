@@ -62,11 +62,15 @@ class IndexReport:
         return asdict(self)
 
     def __str__(self) -> str:
+        return self.summary()
+
+    def summary(self, rebuild_flag: str = "--force") -> str:
+        """The report; ``rebuild_flag`` is the calling command's flag (pipeline: --rebuild-index)."""
         what = f"{self.description} index: {self.count:,} vectors × {self.dim} (model {self.model})"
         if self.skipped:
             return (
                 f"index up to date, skipped: {what} from chunks v{self.table_version} at {self.path} "
-                "(use --force to rebuild)"
+                f"(use {rebuild_flag} to rebuild)"
             )
         text = (
             f"built {what} from chunks v{self.table_version} in {self.shards} shard(s), "
