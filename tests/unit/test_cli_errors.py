@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 
 from lakechain import cli
-from lakechain.errors import SPARK_LAYER_USER_ERRORS, StorageRootError, is_user_error
+from lakechain.errors import (
+    SchemaMismatchError,
+    StorageBusyError,
+    StorageRootError,
+    TableNotFoundError,
+    is_user_error,
+)
 from lakechain.index.stage import IndexReport
 from lakechain.tasks.report import RunReport
 
@@ -127,8 +133,16 @@ def test_unsupported_local_embedding_model_fails_before_spark(tmp_path):
 def test_unreachable_endpoint_in_ask_names_the_url(tmp_path):
     url = f"http://127.0.0.1:{_free_port()}/v1"
     rc, err, spark = lakechain(
-        "ask", "--set", f"storage.root={tmp_path}", "--set", "embedding.provider=openai_compatible",
-        "--set", f"embedding.base_url={url}", "--set", "embedding.max_retries=0", "What is Spark?",
+        "ask",
+        "--set",
+        f"storage.root={tmp_path}",
+        "--set",
+        "embedding.provider=openai_compatible",
+        "--set",
+        f"embedding.base_url={url}",
+        "--set",
+        "embedding.max_retries=0",
+        "What is Spark?",
     )
     assert (rc, spark) == (2, False)
     line = _one_line(err)
@@ -172,14 +186,16 @@ class _History:
 def test_interrupt_report_lists_only_this_runs_commits():
     started = 1_700_000_000.0
     after = dt.datetime.fromtimestamp(started + 5)  # native Delta: datetimes
-    tables = _History({
-        "tasks": [{"version": 3, "timestamp": int((started - 60) * 1000)}],  # delta-rs: epoch ms
-        "results": [
-            {"version": 9, "timestamp": int((started + 9) * 1000)},
-            {"version": 8, "timestamp": after},
-            {"version": 7, "timestamp": int((started - 1) * 1000)},
-        ],
-    })
+    tables = _History(
+        {
+            "tasks": [{"version": 3, "timestamp": int((started - 60) * 1000)}],  # delta-rs: epoch ms
+            "results": [
+                {"version": 9, "timestamp": int((started + 9) * 1000)},
+                {"version": 8, "timestamp": after},
+                {"version": 7, "timestamp": int((started - 1) * 1000)},
+            ],
+        }
+    )
     ctx = cli.Context(["run-tasks", "--retry-failed"], started=started, tables=tables)
     assert cli.interrupted_message("run-tasks", ctx) == (
         "interrupted: committed results (2 commits, now v9). "
@@ -216,17 +232,23 @@ def test_embed_failing_above_the_fraction_explains_where_to_look():
 
 
 def test_skipped_index_names_the_flag_of_the_command_that_ran_it():
-    report = IndexReport(skipped=True, kind="flat", description="flat", count=3, dim=4, model="m",
-                         shards=1, table_version=2, path="/x/index", seconds=0.1)
+    report = IndexReport(
+        skipped=True,
+        kind="flat",
+        description="flat",
+        count=3,
+        dim=4,
+        model="m",
+        shards=1,
+        table_version=2,
+        path="/x/index",
+        seconds=0.1,
+    )
     assert report.summary(rebuild_flag="--rebuild-index").endswith("(use --rebuild-index to rebuild)")
     assert str(report).endswith("(use --force to rebuild)")  # `lakechain index --force`
 
 
-def test_spark_layer_user_errors_are_recognised_by_name():
-    import importlib
-
-    for qualified in SPARK_LAYER_USER_ERRORS:
-        module, name = qualified.rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)  # renamed or moved: this fails
+def test_storage_layer_errors_are_user_errors_and_bugs_are_not():
+    for cls in (SchemaMismatchError, StorageBusyError, TableNotFoundError, StorageRootError):
         assert is_user_error(cls("x"))
     assert not is_user_error(RuntimeError("a bug")) and not is_user_error(KeyError("k"))

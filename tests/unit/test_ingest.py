@@ -12,7 +12,6 @@ from lakechain.embed.ingest import (
     Document,
     IngestError,
     content_hash,
-    dedupe,
     html_to_text,
     ingest_directory,
     list_corpus_files,
@@ -136,7 +135,7 @@ def test_jsonl_lines(tmp_path: Path):
         ("\n".join(lines) + "\n").encode() + b'{"id": "7", "text": "\xff"}\n'
     )
     docs, errs = split(ingest_directory(str(tmp_path), MAX))
-    assert [d.doc_id for d in docs] == ["1", "6"]
+    assert [d.doc_id for d in docs] == ["1", "1", "6"]  # duplicates are resolved by corpus.py
     one = docs[0]
     assert one.metadata == {"lang": "en", "n": "3", "path": "docs.jsonl", "line": "1"}
     assert one.source == "docs.jsonl"
@@ -148,17 +147,7 @@ def test_jsonl_lines(tmp_path: Path):
     assert "'metadata' must be an object" in by_line["docs.jsonl:7"]
     assert "empty document" in by_line["docs.jsonl:8"]
     assert "not valid UTF-8" in by_line["docs.jsonl:11"]
-    dup = [e for e in errs if e.doc_id == "1"]
-    assert len(dup) == 1 and "duplicate doc_id (first seen in docs.jsonl)" in dup[0].reason
-    assert len(errs) == 8
-
-
-def test_duplicates_across_files_keep_first_in_path_order(tmp_path: Path):
-    (tmp_path / "a.jsonl").write_text(json.dumps({"id": "b.txt", "text": "from jsonl"}) + "\n")
-    (tmp_path / "b.txt").write_text("from file")
-    docs, errs = split(ingest_directory(str(tmp_path), MAX))
-    assert [(d.doc_id, d.text) for d in docs] == [("b.txt", "from jsonl")]
-    assert errs[0].source == "b.txt" and "first seen in a.jsonl" in errs[0].reason
+    assert len(errs) == 7
 
 
 def test_ten_megabyte_document_is_accepted_with_default_limit(tmp_path: Path):
@@ -177,6 +166,3 @@ def test_pure_helpers():
     assert isinstance(record_to_parsed({"id": "x", "text": "t", "metadata": {"k": 1}}, "tbl", MAX), Document)
     err = record_to_parsed({"doc_id": None, "text": "t"}, "tbl", MAX)
     assert isinstance(err, IngestError) and "without doc_id" in err.reason
-    d = Document("x", "s", "h", "t")
-    out = dedupe([d, IngestError("s", None, "r"), d])
-    assert out[0] is d and isinstance(out[2], IngestError)
