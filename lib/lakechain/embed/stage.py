@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lakechain.config import Settings
-from lakechain.embed.embedders import model_name
+from lakechain.embed.embedders import check_model, model_name
 from lakechain.runtime.progress import ProgressReporter
 
 CHUNKS = "chunks"
@@ -242,7 +242,7 @@ def run_embed(
 
     t0 = time.perf_counter()
     cfg = settings.embedding
-    cfg.check_remote("embedding")
+    check_model(cfg)  # bad embedding.model / provider keys fail here, before any table write
     name = model_name(cfg)
     now = datetime.now(timezone.utc)
     run_id = f"embed-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
