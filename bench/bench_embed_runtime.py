@@ -6,7 +6,8 @@ Needs sentence-transformers and torch for the baseline (Lakechain no longer inst
 One run, the same texts for both:
 
 * load: a fresh ``python -c`` per sample that imports, loads the model and embeds one text
-  (what every new Spark Python worker pays), wall time of the whole process and time inside it;
+  (what every new Spark Python worker pays): time inside it, and the whole process's wall
+  and CPU time;
 * throughput: texts/s for short texts (docstring first lines) and ~200-token chunks, both
   models in this process, ``--threads`` threads each (torch intra-op; Lakechain's
   ``LocalEmbedder(threads=)``, as the embed stage builds it), rounds interleaved and the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -48,17 +50,21 @@ print(json.dumps({{"inner": time.perf_counter() - t, "torch": "torch" in sys.mod
 """
 
 
-def load_times(code: str, samples: int) -> tuple[float, float, bool]:
-    """Median (process wall s, import+load+first embed s) over fresh interpreters; torch imported?"""
-    walls, inners, torch_seen = [], [], False
+def load_times(code: str, samples: int) -> tuple[float, float, float, bool]:
+    """Medians over fresh interpreters: process wall s, process CPU s (user + sys: what a busy
+    machine cannot inflate), import + load + first embed s; whether torch got imported."""
+    walls, cpus, inners, torch_seen = [], [], [], False
     for _ in range(samples):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
         walls.append(time.perf_counter() - t)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
         rec = json.loads(out.stdout.strip().splitlines()[-1])
         inners.append(rec["inner"])
         torch_seen |= rec["torch"]
-    return statistics.median(walls), statistics.median(inners), torch_seen
+    return statistics.median(walls), statistics.median(cpus), statistics.median(inners), torch_seen
 
 
 def bench_texts(n_short: int, n_long: int) -> tuple[list[str], list[str]]:
@@ -85,12 +91,19 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
 
-    np_wall, np_inner, np_torch = load_times(LOAD_NUMPY.format(threads=args.threads), args.load_samples)
-    st_wall, st_inner, _ = load_times(LOAD_ST.format(threads=args.threads), args.load_samples)
+    np_wall, np_cpu, np_inner, np_torch = load_times(
+        LOAD_NUMPY.format(threads=args.threads), args.load_samples
+    )
+    st_wall, st_cpu, st_inner, _ = load_times(LOAD_ST.format(threads=args.threads), args.load_samples)
     print(f"load (fresh process, median of {args.load_samples}; import + load + first embed):")
-    print(f"  numpy runtime          {np_inner:6.2f} s  (process {np_wall:5.2f} s, torch loaded: {np_torch})")
-    print(f"  sentence-transformers  {st_inner:6.2f} s  (process {st_wall:5.2f} s)")
-    print(f"  ratio numpy/st         {np_inner / st_inner:6.3f}")
+    print(
+        f"  numpy runtime          {np_inner:6.2f} s  (process: wall {np_wall:5.2f} s, cpu {np_cpu:5.2f} s; "
+        f"torch loaded: {np_torch})"
+    )
+    print(
+        f"  sentence-transformers  {st_inner:6.2f} s  (process: wall {st_wall:5.2f} s, cpu {st_cpu:5.2f} s)"
+    )
+    print(f"  ratio numpy/st         {np_inner / st_inner:6.3f}  (process cpu {np_cpu / st_cpu:.3f})")
 
     import numpy as np
     import torch

@@ -18,13 +18,15 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-from langchain_core.embeddings import Embeddings
 
 from lakechain.config import ConfigError, EmbeddingConfig
 from lakechain.embed.minilm import packaged_model_dir
+
+if TYPE_CHECKING:
+    from lakechain.embed.lc_adapter import LakechainEmbeddings
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 LOCAL_DIM = 384
@@ -222,22 +224,17 @@ def cached_embedder(cfg: EmbeddingConfig, threads: int | None = None) -> Embedde
 # --- LangChain adapter ----------------------------------------------------------------
 
 
-class LakechainEmbeddings(Embeddings):
-    """An ``Embedder`` seen as a LangChain ``Embeddings`` (vector stores, retrievers)."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.inner.embed(list(texts)).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.inner.embed([text])[0].tolist()
-
-    def __repr__(self) -> str:
-        return f"LakechainEmbeddings({self.inner.name!r})"
-
-
 def as_langchain(embedder: Embedder) -> LakechainEmbeddings:
     """Wrap an ``Embedder`` for LangChain (e.g. ``FAISS(embedding_function=...)``)."""
+    from lakechain.embed.lc_adapter import LakechainEmbeddings
+
     return LakechainEmbeddings(embedder)
+
+
+def __getattr__(name: str) -> Any:
+    # Importing langchain_core costs ~0.3 s: embed-stage workers only need ``embed``.
+    if name == "LakechainEmbeddings":
+        from lakechain.embed.lc_adapter import LakechainEmbeddings
+
+        return LakechainEmbeddings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

