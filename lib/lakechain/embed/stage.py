@@ -28,8 +28,8 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from lakechain.config import Settings
+from lakechain.embed import embedders
 from lakechain.embed.corpus import read_corpus
-from lakechain.embed.embedders import cached_embedder, model_name
 from lakechain.embed.partitions import chunker, embedder_fn
 from lakechain.errors import UserError
 from lakechain.runtime.ids import new_run_id
@@ -147,16 +147,10 @@ def run_embed(
 
 
 def check_model(settings: Settings) -> str:
-    """Load (local) or check (remote) the embedding model before anything is written, so a
-    wrong ``embedding.model`` fails at start; returns the name stored with the vectors."""
-    cfg = settings.embedding
-    cfg.check_remote("embedding")
-    if cfg.provider == "local":
-        try:
-            cached_embedder(cfg)
-        except Exception as exc:
-            raise UserError(f"embedding.model {cfg.model!r} cannot be loaded: {exc}") from exc
-    return model_name(cfg)
+    """Check the embedding model before anything is written, so a wrong ``embedding.model``
+    fails at start; returns the name stored with the vectors."""
+    embedders.check_model(settings.embedding)
+    return embedders.model_name(settings.embedding)
 
 
 def _keeper(cached: list[DataFrame]) -> Callable[[DataFrame], DataFrame]:
