@@ -296,7 +296,9 @@ def _embed(
         if full:
             tables.write(rows, CHUNKS, "overwrite", "overwrite")
         else:
-            tables.insert_new(rows, CHUNKS, ["chunk_id"])
+            # Upsert on chunk_id: replaces another model's vector of the same chunk in place,
+            # and never duplicates a chunk, even against a concurrent run.
+            tables.merge(rows, CHUNKS, ["chunk_id"])
         failed = staged.filter("error IS NOT NULL").select(
             "source",
             "doc_id",

@@ -190,6 +190,15 @@ class Tables:
         exists = self.exists(name)
         if schema_mode is None and exists:
             self.check_schema(df, name)
+        if exists and schema_mode is None:
+            # Same schema: INSERT (OVERWRITE) by position in the table's column order, which
+            # keeps the table's metadata (saveAsTable would re-create it in the metastore).
+            aligned = self._aligned(df, name)
+            self._retrying(
+                f"write {name}",
+                lambda: aligned.write.insertInto(self.full_name(name), overwrite=mode == "overwrite"),
+            )
+            return self._latest(name)
         writer = df.write.format("delta").mode(mode)
         if schema_mode == "merge":
             writer = writer.option("mergeSchema", "true")
@@ -200,6 +209,18 @@ class Tables:
             writer = writer.option("path", location)
         self._retrying(f"write {name}", lambda: writer.saveAsTable(self.full_name(name)))
         return self._latest(name)
+
+    def _aligned(self, df: DataFrame, name: str) -> DataFrame:
+        """``df``'s columns in the table's order; columns it lacks are written as null."""
+        from pyspark.sql import functions as F
+
+        have = set(df.columns)
+        return df.select(
+            *[
+                F.col(f"`{f.name}`") if f.name in have else F.lit(None).cast(f.dataType).alias(f.name)
+                for f in self.read(name).schema.fields
+            ]
+        )
 
     def create_empty(self, name: str, ddl: str) -> int:
         """Create ``name`` with no rows when it does not exist (so SQL users can always query it)."""
