@@ -151,8 +151,10 @@ def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
     from lakechain.chains import ask
+    from lakechain.chains.chat_models import chat_server
 
-    result = ask(settings, args.question)
+    with chat_server(settings.chat):
+        result = ask(settings, args.question)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0

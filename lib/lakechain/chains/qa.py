@@ -8,11 +8,14 @@ result dict::
 
     {"question", "answer", "not_in_context", "citations": [n, ...],
      "sources": [{"ref", "chunk_id", "doc_id", "score", "snippet", "cited"}],
-     "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "model"}
+     "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "model",
+     "grounded_share": float | None, "not_grounded": bool}
 
 Grounding: the prompt allows only the numbered context and demands ``[n]`` citations; when
 retrieval returns nothing above the score threshold the model is not called at all and the
-answer is "Not in context." (no invented answer, zero tokens spent).
+answer is "Not in context." (no invented answer, zero tokens spent). With a
+``grounding.GroundednessGuard`` every answer sentence is checked against the passages it
+cites; without one ``grounded_share`` is ``None`` and ``not_grounded`` false.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import BaseModel, Field, ValidationError
 
 from lakechain.chains.errors import ContentFilterError, StructuredOutputError, wrap_provider_error
+from lakechain.chains.grounding import NO_CLAIM, GroundednessGuard
 from lakechain.chains.prompts import (
     NOT_IN_CONTEXT,
     cited_numbers,
@@ -86,10 +90,13 @@ def not_in_context_result(question: str, docs: list[Document], model: str) -> di
         "sources": sources_of(docs, []),
         "usage": empty_usage(),
         "model": model,
+        **NO_CLAIM,
     }
 
 
-def answer_from_docs(chat_model: BaseChatModel, *, structured: bool = False) -> Runnable[dict, dict]:
+def answer_from_docs(
+    chat_model: BaseChatModel, *, structured: bool = False, guard: GroundednessGuard | None = None
+) -> Runnable[dict, dict]:
     """Runnable ``{"question", "docs": [Document]}`` → QA result dict (see module docstring).
 
     ``structured=True`` uses ``with_structured_output(QAAnswer, method="json_schema")``;
@@ -138,6 +145,7 @@ def answer_from_docs(chat_model: BaseChatModel, *, structured: bool = False) -> 
             answer = str(raw.content).strip()
             cited = cited_numbers(answer, len(docs))
             missing = says_not_in_context(answer)
+        grounding = NO_CLAIM if guard is None or missing else guard.check(answer, docs)
         return {
             "question": question,
             "answer": answer,
@@ -146,6 +154,7 @@ def answer_from_docs(chat_model: BaseChatModel, *, structured: bool = False) -> 
             "sources": sources_of(docs, [] if missing else cited),
             "usage": usage_from_message(raw),
             "model": model_name_of(raw, name),
+            **grounding,
         }
 
     return RunnableLambda(_answer, name="answer_from_docs")
@@ -161,8 +170,13 @@ def retrieve(retriever: Any) -> Runnable[Any, dict]:
     return RunnableLambda(_retrieve, name="retrieve")
 
 
-def qa_chain(retriever: Any, chat_model: BaseChatModel, *, structured: bool = False) -> Runnable[Any, dict]:
+def qa_chain(
+    retriever: Any,
+    chat_model: BaseChatModel,
+    *,
+    structured: bool = False,
+    guard: GroundednessGuard | None = None,
+) -> Runnable[Any, dict]:
     """question → retrieve → grounded, cited answer (``retrieve | answer_from_docs``)."""
-    return (retrieve(retriever) | answer_from_docs(chat_model, structured=structured)).with_config(
-        run_name="lakechain_qa"
-    )
+    answer = answer_from_docs(chat_model, structured=structured, guard=guard)
+    return (retrieve(retriever) | answer).with_config(run_name="lakechain_qa")

@@ -268,7 +268,9 @@ def run_tasks(
     commit_thread = ThreadPoolExecutor(
         1, thread_name_prefix="lakechain-commit", initializer=_activate, initargs=(spark,)
     )
-    with run_lock(tables.files_root), commit_thread as pool:
+    from lakechain.chains.chat_models import chat_server  # a local LLM loads once, stops at the end
+
+    with run_lock(tables.files_root), chat_server(settings.chat), commit_thread as pool:
         # The tasks table is bookkeeping for SQL users that nothing here reads back, so it is
         # written on the commit thread while the first batch runs.
         tasks_written = pool.submit(
