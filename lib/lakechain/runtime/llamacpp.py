@@ -22,7 +22,6 @@ directory per model file and server parameters: ``lock``, ``spec.json``, ``state
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
@@ -361,26 +360,22 @@ def _free_port() -> int:
 
 
 def _start_server(spec: ServerSpec) -> tuple[object, int]:
+    """Load the model and listen on a free port (returns once the server accepts requests)."""
     import xllamacpp
 
-    last: Exception | None = None
-    for _ in range(3):  # a free port can be taken between the probe and the bind
-        params = xllamacpp.CommonParams()
-        params.model.path = spec.model_path
-        params.model_alias = {spec.alias}
-        params.n_ctx = spec.ctx_size * spec.parallel
-        params.n_parallel = spec.parallel
-        params.cpuparams.n_threads = spec.threads
-        params.cpuparams_batch.n_threads = spec.threads
-        params.hostnames = ["127.0.0.1"]
-        params.port = _free_port()
-        try:
-            return xllamacpp.Server(params), params.port
-        except Exception as exc:  # noqa: BLE001 - retried, then reported in state.json
-            last = exc
-            if getattr(exc, "errno", None) not in (None, errno.EADDRINUSE):
-                break
-    raise LlamaServerError(f"{type(last).__name__}: {last}")
+    params = xllamacpp.CommonParams()
+    params.model.path = spec.model_path
+    params.model_alias = {spec.alias}  # the model name replies carry, and results record
+    params.n_ctx = spec.ctx_size * spec.parallel  # llama.cpp splits n_ctx between the slots
+    params.n_parallel = spec.parallel
+    params.cpuparams.n_threads = spec.threads
+    params.cpuparams_batch.n_threads = spec.threads
+    params.hostnames = ["127.0.0.1"]
+    params.port = _free_port()
+    try:
+        return xllamacpp.Server(params), params.port
+    except Exception as exc:  # noqa: BLE001 - reported in state.json with the log
+        raise LlamaServerError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _exit_if_unused(folder: Path, pid: int) -> None:
@@ -430,7 +425,8 @@ def serve(folder: Path) -> int:
         server, port = _start_server(spec)
     except Exception as exc:  # noqa: BLE001 - the starter reads the reason from state.json
         _write_json(folder / "state.json", {"status": "failed", **me, "error": str(exc)[:2000]})
-        return 1
+        sys.stdout.flush()
+        os._exit(1)  # not sys.exit: a half-built server can keep threads that block shutdown
     load_s = round(time.monotonic() - started, 3)
     _write_json(folder / "state.json", {"status": "ready", **me, "port": port, "load_s": load_s})
     print(f"lakechain: llama.cpp server ready on 127.0.0.1:{port} in {load_s}s", flush=True)
