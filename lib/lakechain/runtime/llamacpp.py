@@ -13,10 +13,11 @@ OpenAI-compatible HTTP server, run in-process) lives in that small supervisor, w
   the length of a run (:func:`held`), while workers only register as clients, because
   Spark keeps its Python workers alive between runs.
 
-State lives in ``$LAKECHAIN_LLAMACPP_DIR`` (default ``<tmp>/lakechain-llamacpp-<uid>``), one
-directory per model file and server parameters: ``lock``, ``spec.json``, ``state.json``
-(pid, port, load time), ``server.log``, and one file per registered process in
-``clients/`` and ``holds/`` (named ``<pid>-<start time>`` so a recycled pid never counts).
+State lives under ``chat.llamacpp.state_dir``, else ``$LAKECHAIN_LLAMACPP_DIR``, else
+``<tmp>/lakechain-llamacpp-<uid>``: one directory per model file and server parameters
+holding ``lock``, ``spec.json``, ``state.json`` (pid, port, load time), ``server.log``, and
+one file per registered process in ``clients/`` and ``holds/`` (named ``<pid>-<start
+time>`` so a recycled pid never counts).
 """
 
 from __future__ import annotations
@@ -58,11 +59,14 @@ class ServerSpec:
     """Context tokens per parallel slot (the server gets ``ctx_size * parallel``)."""
     parallel: int
     start_timeout_s: float = 120.0
+    state_root: str | None = None
+    """Default: :func:`state_root`."""
 
     def key(self) -> str:
         st = os.stat(self.model_path)
         ident = {**asdict(self), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        ident.pop("start_timeout_s")
+        for how_not_what in ("start_timeout_s", "state_root"):
+            ident.pop(how_not_what)
         ident["model_path"] = os.path.realpath(self.model_path)
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -157,7 +161,7 @@ def state_root() -> Path:
 
 
 def state_dir(spec: ServerSpec) -> Path:
-    return state_root() / f"{Path(spec.model_path).stem}-{spec.key()}"
+    return Path(spec.state_root or state_root()) / f"{Path(spec.model_path).stem}-{spec.key()}"
 
 
 def read_state(folder: Path) -> ServerState | None:
