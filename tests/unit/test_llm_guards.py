@@ -151,3 +151,13 @@ def test_llamacpp_config_problems_fail_at_start_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"chat\.llamacpp\.model_path: no such file"):
         s.chat.check_remote("chat")
     load_settings(REPO / "conf" / "local-llm.yaml").chat.check_remote("chat")  # installed: passes
+
+
+def test_tidy_answer_drops_repeats_and_a_sentence_cut_at_max_tokens():
+    from lakechain.chains.qa import tidy_answer
+
+    fine = "Spark is fast. [1] It runs on clusters. [2]"
+    assert tidy_answer(fine, "stop") == fine
+    looped = "[1] Delta keeps a log. Delta keeps a log. It has commits [2]. The log is"
+    assert tidy_answer(looped, "length") == "[1] Delta keeps a log. It has commits [2]."
+    assert tidy_answer("The log is", "length") == "The log is"  # nothing better to keep

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_CHAT_MODEL = EXTRACTIVE_MODEL
 STRUCTURED_OUTPUT_PROVIDERS = frozenset({"openai", "azure_openai", "openai_compatible", "llamacpp"})
-LLAMACPP_STOP = ["\n\n", "\nQuestion:", "\nContext:"]
+LLAMACPP_STOP = ["\n\n", "\n[", "\nQuestion:", "\nContext:"]
 """A small model tends to go on after its answer by echoing the prompt's layout."""
 
 

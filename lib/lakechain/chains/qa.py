@@ -20,6 +20,7 @@ cites; without one ``grounded_share`` is ``None`` and ``not_grounded`` false.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from langchain_core.documents import Document
@@ -37,10 +38,12 @@ from lakechain.chains.prompts import (
     one_line,
     qa_prompt,
     says_not_in_context,
+    strip_citations,
 )
 from lakechain.chains.usage import empty_usage, model_name_of, usage_from_message
 
 SNIPPET_CHARS = 240
+_SENTENCE_END = re.compile(r"(?<=[.!?\]])\s+(?=[\"'(A-Z0-9])")
 
 
 class QAAnswer(BaseModel):
@@ -94,6 +97,25 @@ def not_in_context_result(question: str, docs: list[Document], model: str) -> di
     }
 
 
+def tidy_answer(text: str, finish_reason: str | None) -> str:
+    """Drop what a small model adds after its answer: sentences it already wrote (repetition
+    loops) and, when the reply was cut at ``max_tokens``, the unfinished last sentence."""
+    text = text.strip()
+    sentences = _SENTENCE_END.split(text)  # a trailing [n] stays with the sentence it follows
+    unfinished = not sentences[-1].endswith((".", "!", "?", "]"))
+    cut = finish_reason == "length" and len(sentences) > 1 and unfinished
+    if cut:
+        sentences = sentences[:-1]
+    seen: set[str] = set()
+    kept = []
+    for s in sentences:
+        key = " ".join(strip_citations(s).lower().split())
+        if key not in seen:
+            seen.add(key)
+            kept.append(s)
+    return text if len(kept) == len(sentences) and not cut else " ".join(kept)
+
+
 def answer_from_docs(
     chat_model: BaseChatModel, *, structured: bool = False, guard: GroundednessGuard | None = None
 ) -> Runnable[dict, dict]:
@@ -142,7 +164,7 @@ def answer_from_docs(
             )
             missing = parsed.not_in_context or says_not_in_context(answer)
         else:
-            answer = str(raw.content).strip()
+            answer = tidy_answer(str(raw.content), (raw.response_metadata or {}).get("finish_reason"))
             cited = cited_numbers(answer, len(docs))
             missing = says_not_in_context(answer)
         grounding = NO_CLAIM if guard is None or missing else guard.check(answer, docs)
