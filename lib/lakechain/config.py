@@ -155,8 +155,10 @@ class GroundingConfig(_Section):
 
     check: bool | None = None
     """None: on with a local embedding model (free), off with a remote one (it costs calls)."""
-    min_similarity: float = Field(default=0.6, ge=-1, le=1)
-    """Cosine a sentence needs with some sentence of its passages to count as supported."""
+    min_similarity: float = Field(default=0.8, ge=-1, le=1)
+    """Cosine a sentence needs with some sentence of its passages to count as supported.
+    Measured with all-MiniLM-L6-v2 on SmolLM2 answers: copied or closely paraphrased
+    sentences scored 0.94–1.0, on-topic inventions 0.5–0.74."""
     min_share: float = Field(default=0.5, ge=0, le=1)
     """Answers with a lower share of supported sentences are flagged ``not_grounded``."""
 

@@ -35,7 +35,7 @@ DOCS = [
 def guard() -> GroundednessGuard:
     from lakechain.embed.embedders import cached_embedder
 
-    return GroundednessGuard(cached_embedder(EmbeddingConfig()), min_similarity=0.6, min_share=0.5)
+    return GroundednessGuard(cached_embedder(EmbeddingConfig()), min_similarity=0.8, min_share=0.5)
 
 
 def test_citation_markers_belong_to_the_sentence_they_follow():
@@ -64,6 +64,7 @@ def test_a_sentence_is_checked_against_the_passage_it_cites(guard):
     # True to passage 1, but it cites passage 2: the citation does not support it.
     uncited = "Azure Databricks is a fast, easy, and collaborative Apache Spark-based analytics platform."
     assert guard.check(f"{uncited} [2]", DOCS)["not_grounded"] is True
+    assert guard.check(f"{uncited} [7]", DOCS)["not_grounded"] is True  # no passage 7
     assert guard.check(uncited, DOCS)["grounded_share"] == 1.0  # no marker at all: any passage
 
 

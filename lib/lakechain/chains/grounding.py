@@ -4,8 +4,9 @@ Why: a small local model answers in fluent sentences, some of which are not in t
 it was given. The prompt asks it to keep to the numbered passages; this guard checks that it
 did, with the embedding model the pipeline has already loaded: every answer sentence is
 compared with the sentences of the passages it cites (its own ``[n]`` markers, else the
-answer's, else every passage when the answer cites none) and counts as supported when its
-best cosine similarity reaches ``min_similarity``. The QA result records the supported share
+answer's, else every passage when the answer cites none; a sentence citing only passages
+that do not exist is unsupported) and counts as supported when its best cosine similarity
+reaches ``min_similarity``. The QA result records the supported share
 and flags the answer ``not_grounded`` below ``min_share``; the answer itself is left as the
 model wrote it, so the row shows what the model said and how far to trust it.
 """
@@ -56,7 +57,7 @@ class GroundednessGuard:
 
     embedder: Any
     """Anything with ``embed(list[str]) -> np.ndarray`` of L2-normalised rows."""
-    min_similarity: float = 0.6
+    min_similarity: float = 0.8
     min_share: float = 0.5
 
     def check(self, answer: str, docs: Sequence[Document]) -> Grounding:
@@ -78,7 +79,9 @@ class GroundednessGuard:
             at += len(passages[i])
         supported = 0
         for vec, (_, own) in zip(claim_vecs, claims, strict=True):
-            refs = [r for r in own if 1 <= r <= n] or answer_cited or list(passages)
+            refs = [r for r in own if 1 <= r <= n] if own else answer_cited or list(passages)
+            if not refs:  # it cites only passages that do not exist
+                continue
             best = max(float(np.max(rows[r] @ vec)) for r in refs)
             supported += best >= self.min_similarity
         share = supported / len(claims)
