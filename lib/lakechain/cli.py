@@ -91,10 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from lakechain.index.errors import LakechainIndexError
+    from lakechain.runtime.llamacpp import LlamaServerError
     from lakechain.storage.delta_schema import SchemaMismatchError
     from lakechain.storage.tables import TableNotFoundError
 
-    return (ConfigError, LakechainIndexError, TableNotFoundError, SchemaMismatchError, FileNotFoundError)
+    return (ConfigError, LakechainIndexError, TableNotFoundError, SchemaMismatchError, FileNotFoundError,
+            LlamaServerError)  # fmt: skip
 
 
 def _session(settings: Settings) -> tuple[Any, Any]:

