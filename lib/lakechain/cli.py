@@ -289,10 +289,12 @@ def cmd_sql(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_ask(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.chains import ask
+    from lakechain.chains.chat_models import chat_server
     from lakechain.chains.errors import classify
 
     try:
-        result = ask(settings, args.question)
+        with chat_server(settings.chat):
+            result = ask(settings, args.question)
     except Exception as exc:
         info = classify(exc)
         if info.kind not in ("connection", "timeout", "auth", "not_found"):

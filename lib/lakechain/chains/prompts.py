@@ -23,15 +23,20 @@ QA_SYSTEM = (
     f"If the passages do not contain the answer, reply exactly: {NOT_IN_CONTEXT} "
     "Never use outside knowledge and never invent sources."
 )
-QA_HUMAN = "Context:\n{context}\n\nQuestion: {question}"
+QA_HUMAN = (
+    "Context:\n{context}\n\nQuestion: {question}\n"
+    "Answer in one to three sentences from the context, each ending with its passage number like [1]."
+)
+"""The closing reminder is for small local models, which follow the last line best."""
 
 IMAGE_TASK_MARKER = "You write prompts for an image model."
 """First sentence of every image-prompt instruction; the local model keys on it."""
 
 IMAGE_FROM_ANSWER_SYSTEM = (
-    f"{IMAGE_TASK_MARKER} Given a question and its answer, write one vivid, concrete prompt "
-    "(at most 60 words) for an illustration of the answer. Reply with the prompt only, "
-    "without citation markers."
+    f"{IMAGE_TASK_MARKER} Given a question and its answer, describe one concrete scene that "
+    "illustrates the answer: what is shown, where, and in which visual style (at most 60 words). "
+    "Do not repeat or quote the question or the answer; describe a picture instead. Reply with "
+    "the scene description only, without citation markers."
 )
 IMAGE_FROM_ANSWER_HUMAN = "Question: {question}\nAnswer: {answer}"
 

@@ -8,15 +8,19 @@ result dict::
 
     {"question", "answer", "not_in_context", "citations": [n, ...],
      "sources": [{"ref", "chunk_id", "doc_id", "score", "snippet", "cited"}],
-     "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "model"}
+     "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}, "model",
+     "grounded_share": float | None, "not_grounded": bool}
 
 Grounding: the prompt allows only the numbered context and demands ``[n]`` citations; when
 retrieval returns nothing above the score threshold the model is not called at all and the
-answer is "Not in context." (no invented answer, zero tokens spent).
+answer is "Not in context." (no invented answer, zero tokens spent). With a
+``grounding.GroundednessGuard`` every answer sentence is checked against the passages it
+cites; without one ``grounded_share`` is ``None`` and ``not_grounded`` false.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from langchain_core.documents import Document
@@ -26,6 +30,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import BaseModel, Field, ValidationError
 
 from lakechain.chains.errors import ContentFilterError, StructuredOutputError, wrap_provider_error
+from lakechain.chains.grounding import NO_CLAIM, GroundednessGuard
 from lakechain.chains.prompts import (
     NOT_IN_CONTEXT,
     cited_numbers,
@@ -33,10 +38,12 @@ from lakechain.chains.prompts import (
     one_line,
     qa_prompt,
     says_not_in_context,
+    strip_citations,
 )
 from lakechain.chains.usage import empty_usage, model_name_of, usage_from_message
 
 SNIPPET_CHARS = 240
+_SENTENCE_END = re.compile(r"(?<=[.!?\]])\s+(?=[\"'(A-Z0-9])")
 
 
 class QAAnswer(BaseModel):
@@ -86,10 +93,32 @@ def not_in_context_result(question: str, docs: list[Document], model: str) -> di
         "sources": sources_of(docs, []),
         "usage": empty_usage(),
         "model": model,
+        **NO_CLAIM,
     }
 
 
-def answer_from_docs(chat_model: BaseChatModel, *, structured: bool = False) -> Runnable[dict, dict]:
+def tidy_answer(text: str, finish_reason: str | None) -> str:
+    """Drop what a small model adds after its answer: sentences it already wrote (repetition
+    loops) and, when the reply was cut at ``max_tokens``, the unfinished last sentence."""
+    text = text.strip()
+    sentences = _SENTENCE_END.split(text)  # a trailing [n] stays with the sentence it follows
+    unfinished = not sentences[-1].endswith((".", "!", "?", "]"))
+    cut = finish_reason == "length" and len(sentences) > 1 and unfinished
+    if cut:
+        sentences = sentences[:-1]
+    seen: set[str] = set()
+    kept = []
+    for s in sentences:
+        key = " ".join(strip_citations(s).lower().split())
+        if key not in seen:
+            seen.add(key)
+            kept.append(s)
+    return text if len(kept) == len(sentences) and not cut else " ".join(kept)
+
+
+def answer_from_docs(
+    chat_model: BaseChatModel, *, structured: bool = False, guard: GroundednessGuard | None = None
+) -> Runnable[dict, dict]:
     """Runnable ``{"question", "docs": [Document]}`` → QA result dict (see module docstring).
 
     ``structured=True`` uses ``with_structured_output(QAAnswer, method="json_schema")``;
@@ -135,9 +164,10 @@ def answer_from_docs(chat_model: BaseChatModel, *, structured: bool = False) -> 
             )
             missing = parsed.not_in_context or says_not_in_context(answer)
         else:
-            answer = str(raw.content).strip()
+            answer = tidy_answer(str(raw.content), (raw.response_metadata or {}).get("finish_reason"))
             cited = cited_numbers(answer, len(docs))
             missing = says_not_in_context(answer)
+        grounding = NO_CLAIM if guard is None or missing else guard.check(answer, docs)
         return {
             "question": question,
             "answer": answer,
@@ -146,6 +176,7 @@ def answer_from_docs(chat_model: BaseChatModel, *, structured: bool = False) -> 
             "sources": sources_of(docs, [] if missing else cited),
             "usage": usage_from_message(raw),
             "model": model_name_of(raw, name),
+            **grounding,
         }
 
     return RunnableLambda(_answer, name="answer_from_docs")
@@ -161,8 +192,13 @@ def retrieve(retriever: Any) -> Runnable[Any, dict]:
     return RunnableLambda(_retrieve, name="retrieve")
 
 
-def qa_chain(retriever: Any, chat_model: BaseChatModel, *, structured: bool = False) -> Runnable[Any, dict]:
+def qa_chain(
+    retriever: Any,
+    chat_model: BaseChatModel,
+    *,
+    structured: bool = False,
+    guard: GroundednessGuard | None = None,
+) -> Runnable[Any, dict]:
     """question → retrieve → grounded, cited answer (``retrieve | answer_from_docs``)."""
-    return (retrieve(retriever) | answer_from_docs(chat_model, structured=structured)).with_config(
-        run_name="lakechain_qa"
-    )
+    answer = answer_from_docs(chat_model, structured=structured, guard=guard)
+    return (retrieve(retriever) | answer).with_config(run_name="lakechain_qa")

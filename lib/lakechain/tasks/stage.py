@@ -98,9 +98,12 @@ def run_tasks(
     report.tasks_total, report.pending = c["total"], c["pending"]
     report.skipped = c["done_ok"] + c["done_error"]
     if c["pending"]:
+        from lakechain.chains.chat_models import chat_server  # a local LLM loads once, stops at the end
+
         build_dir, manifest = _index_for(tables, c["asking"])
         ctx = run_context(settings, report.run_id, manifest)
-        _execute(spark, settings, tables, plan, ctx, build_dir, report, timer, progress)
+        with chat_server(settings.chat):
+            _execute(spark, settings, tables, plan, ctx, build_dir, report, timer, progress)
     # Only pending rows were written, so this input's state in ``results`` follows from the
     # plan and this run's outcomes without reading the table back.
     report.results_ok = c["done_ok"] + report.ok

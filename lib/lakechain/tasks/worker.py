@@ -90,7 +90,10 @@ def worker_services(settings: Settings, build_dir: str | None) -> ChainServices:
     # reuse clients built with the old one in a long-lived worker.
     secrets = [c.api_key.get_secret_value() for c in (settings.embedding, settings.chat, settings.images)
                if c.api_key is not None]
-    key = hashlib.sha256(f"{settings.model_dump_json()}|{build_dir}|{secrets}".encode()).hexdigest()
+    from lakechain.chains.chat_models import chat_endpoint  # a restarted local LLM server has a new port
+
+    key = f"{settings.model_dump_json()}|{build_dir}|{secrets}|{chat_endpoint(settings.chat)}"
+    key = hashlib.sha256(key.encode()).hexdigest()
     return per_process("chain-services", key, lambda: _build_services(settings, build_dir))
 
 
