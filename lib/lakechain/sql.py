@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from lakechain.storage.tables import Tables
 
 from lakechain.errors import SqlError
+from lakechain.storage.session import query_errors
 
 _MAX_CELL = 80
 
@@ -26,7 +27,7 @@ def run_sql(spark: SparkSession, tables: Tables, query: str, limit: int = 100, f
     try:
         df = spark.sql(query)
         rows = [r.asDict(recursive=True) for r in df.limit(limit + 1).collect()]
-    except _query_errors() as exc:
+    except query_errors() as exc:
         raise query_error(exc, tables.names(), tables) from exc
     more = len(rows) > limit
     rows = rows[:limit]
@@ -35,21 +36,6 @@ def run_sql(spark: SparkSession, tables: Tables, query: str, limit: int = 100, f
     text = format_table(df.columns, rows)
     footer = f"({len(rows)} row{'s' if len(rows) != 1 else ''}{', more not shown' if more else ''})"
     return f"{text}\n{footer}"
-
-
-def _query_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by the query itself (ParseException is an AnalysisException): its text,
-    its names or its data under ANSI casts. Anything else is a bug and keeps its traceback."""
-    from pyspark.errors import (
-        AnalysisException,
-        ArithmeticException,
-        ArrayIndexOutOfBoundsException,
-        DateTimeException,
-        NumberFormatException,
-    )
-
-    return (AnalysisException, ArithmeticException, ArrayIndexOutOfBoundsException, DateTimeException,
-            NumberFormatException)
 
 
 def query_error(exc: Exception, names: Sequence[str], tables: Tables) -> SqlError:

@@ -126,8 +126,11 @@ def test_unsupported_local_embedding_model_fails_before_spark(tmp_path):
     )
     assert (rc, spark) == (2, False)
     line = _one_line(err)
-    assert "embedding.model 'all-mpnet-base-v2': not supported by provider 'local'" in line
-    assert "supported: all-MiniLM-L6-v2 or a local sentence-transformers model directory" in line
+    assert (
+        "embedding.model 'all-mpnet-base-v2': provider 'local' runs only the packaged all-MiniLM-L6-v2"
+        in line
+    )
+    assert "(set embedding.model: all-MiniLM-L6-v2, or use a remote provider)" in line
 
 
 def test_unreachable_endpoint_in_ask_names_the_url(tmp_path):

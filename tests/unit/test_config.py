@@ -29,7 +29,10 @@ def test_overrides_are_typed_and_repeatable():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("storage.rot=/x", r"storage\.rot: unknown key; allowed: catalog, delta, root, schema, volume"),
+        (
+            "storage.rot=/x",
+            r"storage\.rot: unknown key; allowed: catalog, lock_timeout_s, root, schema, volume",
+        ),
         ("tasks.max_concurrency=many", r"tasks\.max_concurrency: .*integer"),
         ("tasks.max_concurrency=0", r"tasks\.max_concurrency: .*greater than or equal to 1"),
         ("embedding.provider=gemini", r"embedding\.provider: .*'local', 'openai', 'azure_openai'"),

@@ -73,7 +73,7 @@ def test_failed_branch_makes_the_row_an_error_naming_the_branch():
 
 def test_parse_error_row_carries_the_reason():
     (task,) = parse_lines(['{"qa": {"question": ""}}'], 100)
-    row = parse_error_row(task, CTX)
+    row = parse_error_row(task.as_dict(), CTX)
     assert list(row) == NAMES
     assert row["status"] == row["qa_status"] == row["image_status"] == "error"
     assert "invalid task input: line 1: qa.question is empty" == row["error"]

@@ -180,7 +180,7 @@ def render_png(prompt: str, width: int = 512, height: int = 512, caption: bool =
         for i, (x, y) in enumerate(nodes):
             draw.rounded_rectangle([x - s, y - s * 0.7, x + s, y + s * 0.7], radius=s // 3, fill=accent2)
             draw.text((x, y), str(i + 1), fill=bg0, anchor="mm")
-        draw.ellipse([cx - s, cy - s, cx + s, cy + s], fill=accent)
+        draw.ellipse([hx - s, hy - s, hx + s, hy + s], fill=accent)
 
     if caption and prompt.strip():
         size = max(10, min(width, height) // 28)

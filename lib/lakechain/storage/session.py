@@ -199,6 +199,26 @@ def arrow_batch(spark: SparkSession, rows: int) -> Iterator[None]:
             spark.conf.set(key, old)
 
 
+def query_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by a SQL query itself (ParseException is an AnalysisException): its text,
+    its names or its data under ANSI casts. Anything else is a bug and keeps its traceback."""
+    from pyspark.errors import (
+        AnalysisException,
+        ArithmeticException,
+        ArrayIndexOutOfBoundsException,
+        DateTimeException,
+        NumberFormatException,
+    )
+
+    return (
+        AnalysisException,
+        ArithmeticException,
+        ArrayIndexOutOfBoundsException,
+        DateTimeException,
+        NumberFormatException,
+    )
+
+
 def is_connect(spark: object) -> bool:
     """True for a Spark Connect session (no SparkContext, no JVM in this process's API)."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
