@@ -20,12 +20,83 @@ def _sql_blocks() -> list[tuple[str, str]]:
     return re.findall(r"<!-- sql: ([\w-]+) -->\s*```sql\n(.*?)```", text, flags=re.S)
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+
+
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory, spark):
+    """The README's main command in a process of its own (on Spark Connect when the suite runs
+    there): its tables land in the root's own metastore, as a user's would."""
     root = tmp_path_factory.mktemp("pipeline") / "lake"
     args = ["--config", "conf/local.yaml", "--set", f"storage.root={root}", "--set", "storage.schema=e2e"]
-    assert main(["pipeline", *args]) == 0
+    remote = os.environ.get("LAKECHAIN_TEST_REMOTE")
+    extra = ["--set", f"spark.remote={remote}"] if remote else []
+    lakechain = Path(sys.executable).parent / "lakechain"
+    proc = subprocess.run(
+        [str(lakechain), "pipeline", *args, *extra, "--set", "spark.master=local[2]"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     return root, args
+
+
+FRESH_READER = """
+import glob, os, sys
+from pyspark.sql import SparkSession
+root = sys.argv[1]
+record = glob.glob(os.path.expanduser("~/.cache/lakechain/*.jars"))
+jars = {"spark.jars": ",".join(open(record[0]).read().split())} if record else {
+    "spark.jars.packages": "io.delta:delta-spark_4.2_2.13:4.4.0"}
+b = SparkSession.builder.master("local[1]")
+for k, v in {**jars,
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    "spark.sql.catalogImplementation": "hive",
+    "spark.hadoop.javax.jdo.option.ConnectionURL":
+        f"jdbc:derby:;databaseName={root}/_metastore/metastore_db;create=true",
+    "spark.ui.enabled": "false"}.items():
+    b = b.config(k, v)
+spark = b.getOrCreate()
+print("COUNT", spark.sql("SELECT count(*) AS n FROM e2e.results").first()["n"])
+print("HISTORY", spark.sql("DESCRIBE HISTORY e2e.chunks").first()["operation"])
+print("MODULES", any(m.startswith("lakechain") for m in sys.modules))
+"""
+
+
+def test_a_plain_pyspark_session_reads_the_tables_by_name(lake, tmp_path):
+    """Only pyspark and Delta's jars (no Lakechain): tables by name, and their history."""
+    root, _ = lake
+    script = tmp_path / "reader.py"
+    script.write_text(FRESH_READER)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(root)],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n_tasks = sum(1 for line in (REPO / "data" / "tasks.jsonl").read_text().splitlines() if line.strip())
+    assert f"COUNT {n_tasks}" in proc.stdout
+    assert re.search(r"HISTORY (WRITE|MERGE|CREATE TABLE AS SELECT|DELETE)", proc.stdout), proc.stdout
+    assert "MODULES False" in proc.stdout
+
+
+def test_deltalake_opens_every_table(lake):
+    from deltalake import DeltaTable
+
+    root, _ = lake
+    names = [p.name for p in root.iterdir() if (p / "_delta_log").is_dir()]
+    assert {"documents", "chunks", "ingest_errors", "tasks", "results"} <= set(names)
+    for name in names:
+        DeltaTable(str(root / name)).to_pyarrow_table()  # every file its log references opens
 
 
 def test_pipeline_writes_every_table(lake):
@@ -39,9 +110,19 @@ def test_pipeline_writes_every_table(lake):
 
 def test_results_answer_the_sample_tasks(lake, capsys):
     _, args = lake
-    assert main(["sql", *args, "--format", "json",
-                 "SELECT task_id, question, answer, qa_status, image_status, image_bytes AS png "
-                 "FROM results ORDER BY task_id"]) == 0
+    assert (
+        main(
+            [
+                "sql",
+                *args,
+                "--format",
+                "json",
+                "SELECT task_id, question, answer, qa_status, image_status, image_bytes AS png "
+                "FROM results ORDER BY task_id",
+            ]
+        )
+        == 0
+    )
     import json
 
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
@@ -71,11 +152,15 @@ def test_ask_answers_with_sources(lake, capsys):
 
 
 def _spark_submit(job: str, args: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = _env()
     spark_submit = Path(sys.executable).parent / "spark-submit"
     return subprocess.run(
         [str(spark_submit), "--master", "local[2]", f"jobs/{job}", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
