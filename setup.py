@@ -15,7 +15,6 @@ setup(
     packages=find_packages("lib"),
     include_package_data=True,
     install_requires=[
-        "deltalake==1.6.6",
         "pandas>=2.2,<3",  # pyspark 4.x does not fully support pandas 3
         "pyarrow>=18",
         "numpy>=1.26",
@@ -42,7 +41,15 @@ setup(
         "llm": ["xllamacpp==2026.10.11549"],
         # LangChain FAISS vector-store export for notebook users.
         "interop": ["langchain-community==0.4.2"],
-        "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "mypy>=1.13", "langchain-community==0.4.2"],
+        # deltalake: tests only, as an independent Delta reader of what Spark wrote.
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2",
+            "ruff>=0.6",
+            "mypy>=1.13",
+            "langchain-community==0.4.2",
+            "deltalake==1.6.6",
+        ],
     },
     entry_points={"console_scripts": ["lakechain=lakechain.cli:main"]},
 )

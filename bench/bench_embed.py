@@ -207,9 +207,8 @@ def main() -> None:
 
     # vectors agree with the raw model (same texts → same embeddings)
     import numpy as np
-    from deltalake import DeltaTable
 
-    rows = DeltaTable(tables.path("chunks")).to_pyarrow_table(columns=["text", "embedding"]).to_pylist()
+    rows = [r.asDict() for r in tables.read("chunks").select("text", "embedding").collect()]
     by_text = {r["text"]: np.asarray(r["embedding"], dtype=np.float32) for r in rows}
     missing = sum(1 for tx in texts if tx not in by_text)
     max_err = max(float(np.abs(by_text[tx] - raw[i]).max()) for i, tx in enumerate(texts) if tx in by_text)

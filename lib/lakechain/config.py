@@ -357,7 +357,7 @@ def databricks_secret(scope: str, key: str) -> str:
         ) from exc
     try:
         return str(dbutils.secrets.get(scope=scope, key=key))
-    except Exception as exc:  # noqa: BLE001 - the SDK's error types vary by runtime
+    except Exception as exc:  # the SDK's error types vary by runtime
         # A failed read holds no secret value: name the reference and the cause.
         raise ConfigError(
             f"{ref}: cannot read the secret ({type(exc).__name__}: {exc}); check that the scope and "

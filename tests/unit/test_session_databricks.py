@@ -23,7 +23,7 @@ class _RuntimeBuilder:
     def __init__(self, runtime_session: object) -> None:
         self.runtime_session = runtime_session
 
-    def getOrCreate(self) -> object:  # noqa: N802 - Spark's name
+    def getOrCreate(self) -> object:  # Spark's name
         return self.runtime_session
 
     def __getattr__(self, name: str) -> Any:

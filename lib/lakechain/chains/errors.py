@@ -190,11 +190,6 @@ def is_retryable(exc: BaseException) -> bool:
     return classify(exc).retryable
 
 
-def is_provider_failure(exc: BaseException) -> bool:
-    """True for failures that come from the remote side (as opposed to bugs in our code)."""
-    return isinstance(exc, ProviderError) or classify(exc).kind != "other"
-
-
 def wrap_provider_error(exc: BaseException, what: str) -> BaseException:
     """Turn a client exception into a :class:`ProviderError` naming ``what`` failed.
 

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Protocol
 
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
-CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 LOCAL_MAX_TOKENS = 256  # all-MiniLM-L6-v2 max_seq_length
 OPENAI_MAX_TOKENS = 8191
 

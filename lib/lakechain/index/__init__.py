@@ -2,7 +2,7 @@
 
 Pure parts (no Spark): ``build`` (plan/train/merge), ``shards`` (Arrow → shard), ``store``
 (build directories, CURRENT pointer), ``search`` (load + batched search), ``export``
-(LangChain). The Spark layer is ``index_stage.run_index`` (imported lazily here so that
+(LangChain). The Spark layer is ``stage.run_index`` (imported lazily here so that
 search-only users, e.g. task workers, do not import pyspark through this package).
 """
 

@@ -380,7 +380,7 @@ def _start_server(spec: ServerSpec) -> tuple[object, int]:
     params.port = _free_port()
     try:
         return xllamacpp.Server(params), params.port
-    except Exception as exc:  # noqa: BLE001 - reported in state.json with the log
+    except Exception as exc:  # reported in state.json with the log
         raise LlamaServerError(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -429,7 +429,7 @@ def serve(folder: Path) -> int:
     started = time.monotonic()
     try:
         server, port = _start_server(spec)
-    except Exception as exc:  # noqa: BLE001 - the starter reads the reason from state.json
+    except Exception as exc:  # the starter reads the reason from state.json
         _write_json(folder / "state.json", {"status": "failed", **me, "error": str(exc)[:2000]})
         sys.stdout.flush()
         os._exit(1)  # not sys.exit: a half-built server can keep threads that block shutdown

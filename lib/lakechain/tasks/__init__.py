@@ -4,7 +4,7 @@ Pure modules (tested without Spark): ``parse`` (input → tasks, error rows for 
 ``retry`` (backoff policy), ``ratelimit`` (RPM/TPM token buckets), ``execute`` (one
 partition: one retrieval batch, bounded concurrency), ``results`` (table schemas, rows,
 SQL views), ``report`` (run planning, progress, report). Spark layer: ``worker`` (the
-``mapInPandas`` function) and ``task_stage`` (:func:`~lakechain.tasks.stage.run_tasks`).
+``mapInPandas`` function) and ``stage`` (:func:`~lakechain.tasks.stage.run_tasks`).
 
 Nothing here imports Spark at package import, so executors load only what they use.
 """

@@ -53,7 +53,7 @@ class ImageResult:
 
 
 class Services(Protocol):
-    """What the executor needs from the chains (see ``task_stage.ChainServices``)."""
+    """What the executor needs from the chains (see ``worker.ChainServices``)."""
 
     chat_limited: bool
     """Whether chat calls count against the RPM/TPM budgets (remote providers)."""
@@ -189,7 +189,7 @@ class _Runner:
                 found, n = self.call(lambda: self.services.retrieve_many([question]), "retrieval", False)
                 out.attempts += n
                 docs = list(found[0])
-            except Exception as exc:  # noqa: BLE001 - becomes this task's error
+            except Exception as exc:  # becomes this task's error
                 out.attempts += getattr(exc, "attempts", 1)
                 out.qa_status = ERROR
                 out.qa_error = f"{exc} (after the batched retrieval failed: {retrieval_error})"
@@ -202,7 +202,7 @@ class _Runner:
             out.attempts += exc.attempts
             out.qa_status, out.qa_error = ERROR, str(exc)
             return None
-        except Exception as exc:  # noqa: BLE001 - a bug in one task must not fail the partition
+        except Exception as exc:  # a bug in one task must not fail the partition
             out.attempts += 1
             out.qa_status, out.qa_error = ERROR, f"{type(exc).__name__}: {exc}"
             return None
@@ -249,7 +249,7 @@ class _Runner:
             out.attempts += exc.attempts
             out.image_status, out.image_error, out.image_prompt_used = ERROR, str(exc), prompt
             return
-        except Exception as exc:  # noqa: BLE001 - a bug in one task must not fail the partition
+        except Exception as exc:  # a bug in one task must not fail the partition
             out.attempts += 1
             out.image_status, out.image_error, out.image_prompt_used = (
                 ERROR,
@@ -300,7 +300,7 @@ def run_partition(tasks: Sequence[TaskInput], services: Services, cfg: ExecConfi
             docs_for = {i: next(it) for i, t in enumerate(tasks) if t.question}
         except RetryError as exc:
             retrieval_error, retrieval_attempts = str(exc), exc.attempts
-        except Exception as exc:  # noqa: BLE001 - reported on each QA task
+        except Exception as exc:  # reported on each QA task
             retrieval_error = f"retrieval failed: {type(exc).__name__}: {exc}"
     with ThreadPoolExecutor(
         max_workers=max(1, cfg.max_concurrency), thread_name_prefix="lakechain-task"

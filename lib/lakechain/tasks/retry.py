@@ -12,7 +12,7 @@ bodies) are certain, and both retrying too eagerly (thundering herd, ignoring
   408/409/429, content-filter refusals, our own bugs) fail at once.
 
 The task stage is the only retry layer: provider clients are built with
-``max_retries=0`` there (see ``task_stage.worker_settings``), otherwise each of our
+``max_retries=0`` there (see ``worker.worker_settings``), otherwise each of our
 attempts would hide up to ``1 + client.max_retries`` HTTP calls and the budgets, the
 attempt counts and the backoff would all be wrong.
 """
@@ -99,7 +99,7 @@ def call_with_retry(
     for attempt in range(1, policy.max_attempts + 1):
         try:
             return Attempted(fn(), attempt)
-        except Exception as exc:  # noqa: BLE001 - classified below; bugs are not retried
+        except Exception as exc:  # classified below; bugs are not retried
             c = classify(exc)
             cause = f"{type(exc).__name__}: {exc}"
             if not c.retryable:

@@ -322,7 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
     # would wait ~40 ms for nothing.
     disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr logs
+    def log_message(self, format: str, *args: Any) -> None:  # silence stderr logs
         return
 
     def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
@@ -340,14 +340,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, obj: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(obj).encode("utf-8"), headers)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:  # http.server API
         path = self.path.split("?", 1)[0]
         if path == "/v1/models":
             self._send_json(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
         else:
             self._send_json(404, _error(f"unknown path {path}", "not_found"))
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:  # http.server API
         path = _AZURE_PATH.sub(r"/v1/\1", self.path.split("?", 1)[0])
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
