@@ -349,7 +349,7 @@ def databricks_secret(scope: str, key: str) -> str:
     """
     ref = f"${{secret:{scope}/{key}}}"
     try:
-        from databricks.sdk.runtime import dbutils  # type: ignore[import-not-found]
+        from databricks.sdk.runtime import dbutils
     except ImportError as exc:
         raise ConfigError(
             f"{ref}: Databricks secrets need a Databricks runtime (databricks-sdk); "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
 
@@ -27,6 +27,16 @@ LOCAL_CHAT_MODEL = EXTRACTIVE_MODEL
 STRUCTURED_OUTPUT_PROVIDERS = frozenset({"openai", "azure_openai", "openai_compatible", "llamacpp"})
 LLAMACPP_STOP = ["\n\n", "\n[", "\nQuestion:", "\nContext:"]
 """A small model tends to go on after its answer by echoing the prompt's layout."""
+
+
+class _ClientExtras(TypedDict, total=False):
+    """Provider-specific ``ChatOpenAI`` keywords, typed so that mypy checks them against its signature.
+
+    ``stop_sequences`` is the declared alias of the ``stop`` field: the synthesized signature
+    mypy sees knows only the alias (``populate_by_name`` is a runtime setting); both set ``stop``.
+    """
+
+    stop_sequences: list[str]
 
 
 def llamacpp_spec(cfg: ChatConfig) -> ServerSpec:
@@ -90,10 +100,12 @@ def make_chat_model(cfg: ChatConfig, embedder: Any | None = None) -> BaseChatMod
             embedder = cached_embedder(EmbeddingConfig())
         return ExtractiveChatModel(embedder=embedder, model_name=cfg.model or LOCAL_CHAT_MODEL)
     cfg.check_remote("chat")
-    base_url, extra = cfg.base_url, {}
+    base_url, extra = cfg.base_url, _ClientExtras()
     if cfg.provider == "llamacpp":
+        base_url = chat_endpoint(cfg)
         # A JSON-schema grammar already ends the reply, and JSON may hold blank lines.
-        base_url, extra = chat_endpoint(cfg), ({} if cfg.structured_output else {"stop": LLAMACPP_STOP})
+        if not cfg.structured_output:
+            extra["stop_sequences"] = LLAMACPP_STOP
     if cfg.provider != "azure_openai" and cfg.model in ("", LOCAL_CHAT_MODEL):
         raise ConfigError(
             f"chat.model: name the remote model for provider '{cfg.provider}' (e.g. gpt-4o-mini)"

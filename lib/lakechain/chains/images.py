@@ -172,14 +172,14 @@ def render_png(prompt: str, width: int = 512, height: int = 512, caption: bool =
             for i in range(n)
         ]
         lw = max(2, width // 150)
-        for i, (x0, y0) in enumerate(nodes):
-            x1, y1 = nodes[(i + 1) % n]
-            draw.line([x0, y0, x1, y1], fill=accent, width=lw)
-            draw.line([x0, y0, hx, hy], fill=_mix(accent, bg1, 0.5), width=max(1, lw // 2))
+        for i, (nx0, ny0) in enumerate(nodes):
+            nx1, ny1 = nodes[(i + 1) % n]
+            draw.line([nx0, ny0, nx1, ny1], fill=accent, width=lw)
+            draw.line([nx0, ny0, hx, hy], fill=_mix(accent, bg1, 0.5), width=max(1, lw // 2))
         s = int(min(width, height) * 0.05)
-        for i, (x, y) in enumerate(nodes):
-            draw.rounded_rectangle([x - s, y - s * 0.7, x + s, y + s * 0.7], radius=s // 3, fill=accent2)
-            draw.text((x, y), str(i + 1), fill=bg0, anchor="mm")
+        for i, (nx, ny) in enumerate(nodes):
+            draw.rounded_rectangle([nx - s, ny - s * 0.7, nx + s, ny + s * 0.7], radius=s // 3, fill=accent2)
+            draw.text((nx, ny), str(i + 1), fill=bg0, anchor="mm")
         draw.ellipse([hx - s, hy - s, hx + s, hy + s], fill=accent)
 
     if caption and prompt.strip():

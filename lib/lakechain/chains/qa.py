@@ -141,7 +141,11 @@ def answer_from_docs(
         messages = qa_prompt.format_messages(context=format_context(docs), question=question)
         try:
             if structured_model is not None:
-                out = structured_model.invoke(messages, config)
+                reply = structured_model.invoke(messages, config)
+                # include_raw=True: always {"raw", "parsed", "parsing_error"}, never a bare QAAnswer
+                # (the signature cannot say so: its return type does not depend on include_raw).
+                assert isinstance(reply, dict), type(reply)
+                out: dict[str, Any] = reply
                 raw = out["raw"]
             else:
                 raw = chat_model.invoke(messages, config)

@@ -28,6 +28,14 @@ class RouterInputError(ValueError):
     """The multi-task input is malformed; the message names the offending keys."""
 
 
+def _task_input(tasks: dict[str, Any], key: str) -> Runnable[Any, Any]:
+    """The branch for ``key`` gets its own task's input, not the whole multi-task object.
+
+    A function, not a lambda in the caller's loop: the lambda binds this call's ``key``.
+    """
+    return RunnableLambda(lambda _x: tasks[key])
+
+
 def validate_tasks(inputs: Any) -> dict[str, Any]:
     """Normalise and check a multi-task input; raises :class:`RouterInputError` listing all problems."""
     if not isinstance(inputs, dict):
@@ -117,9 +125,7 @@ def multi_task_router(
                     "illustrate: this router was built without an illustrated-answer chain"
                 )
             steps["qa"] = illustrated_branch
-        per_branch = {
-            key: (RunnableLambda(lambda _x, k=key: checked["tasks"][k]) | step) for key, step in steps.items()
-        }
+        per_branch = {key: (_task_input(checked["tasks"], key) | step) for key, step in steps.items()}
         return RunnableParallel(per_branch).invoke(inputs, config)
 
     return RunnableLambda(_route, name="lakechain_router")

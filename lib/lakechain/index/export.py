@@ -47,6 +47,8 @@ def _positional_index(loaded: LoadedIndex) -> tuple[faiss.Index, np.ndarray]:
         return flat, faiss.vector_to_array(loaded.index.id_map).astype(np.int64)
     copy = build.from_bytes(build.to_bytes(loaded.index))
     ivf = faiss.extract_index_ivf(copy)
+    # The stubs type it Optional (a C++ pointer member), but an IVF index always owns its lists.
+    assert ivf.invlists is not None
     invlists = faiss.downcast_InvertedLists(ivf.invlists)
     if not isinstance(invlists, faiss.ArrayInvertedLists):
         raise IndexBuildError(f"cannot export inverted lists of type {type(invlists).__name__}")

@@ -92,7 +92,8 @@ def vectors_from_arrow(column: pa.Array | pa.ChunkedArray, dim: int) -> VectorBa
     values = column.flatten().to_numpy(zero_copy_only=False)  # nulls inside a list become NaN
     matrix = np.asarray(values, dtype=np.float32).reshape(len(rows), dim)
     if len(rows):
-        finite = np.isfinite(matrix).all(axis=1)
+        # all(axis=1) of a 2-D array is an array; the stubs' return type also admits a scalar.
+        finite = np.asarray(np.isfinite(matrix).all(axis=1))
         if not finite.all():
             matrix = np.where(finite[:, None], matrix, np.float32(0))
         norms = np.linalg.norm(matrix, axis=1)
@@ -170,7 +171,9 @@ def build_shard(
             err_rows += errs
             if flat and vec_file is not None:
                 if matrix.size:
-                    vec_file.write(matrix.reshape(-1).view(np.uint8))
+                    # .data: the same bytes as a memoryview; numpy's stubs give ndarray the buffer
+                    # protocol (__buffer__) only for Python >= 3.12, and mypy checks for 3.10.
+                    vec_file.write(matrix.reshape(-1).view(np.uint8).data)
             elif flat:
                 parts.append(matrix)
             else:

@@ -37,7 +37,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Literal, TypedDict, cast
 
 from lakechain.errors import UserError
 
@@ -171,7 +171,8 @@ def read_state(folder: Path) -> ServerState | None:
         data = json.loads((folder / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    # Written only by this module (serve and its forked intermediate), so a JSON object is a ServerState.
+    return cast(ServerState, data) if isinstance(data, dict) else None
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -286,7 +287,7 @@ def acquire(spec: ServerSpec, *, hold: bool = False) -> Endpoint:
         _register(folder, "holds" if hold else "clients")
         state = read_state(folder)
         started = False
-        running = bool(state) and alive(int(state["pid"]), str(state.get("start_time", "")))
+        running = alive(int(state["pid"]), str(state.get("start_time", ""))) if state else False
         if state and running and state.get("status") == "starting":
             state = _wait_ready(folder, spec)
         if not (state and running and state.get("status") == "ready"):
@@ -424,7 +425,7 @@ def serve(folder: Path) -> int:
         os._exit(0)
     stop_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
-    me = {"pid": os.getpid(), "start_time": process_start_time(os.getpid()) or ""}
+    me: ServerState = {"pid": os.getpid(), "start_time": process_start_time(os.getpid()) or ""}
     spec = ServerSpec(**json.loads((folder / "spec.json").read_text(encoding="utf-8")))
     started = time.monotonic()
     try:
