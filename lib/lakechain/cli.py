@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", parents=[common], help="answer one question against the current index")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev = sub.add_parser("eval", parents=[common], help="hit@k, MRR and answer metrics on a question set")
+    ev.add_argument(
+        "--questions",
+        default="data/eval/questions.jsonl",
+        help="jsonl file or table: id, question, expected_docs and/or key_phrase",
+    )
+    ev.add_argument("--modes", default=None, help="e.g. dense,keyword,hybrid (default: retrieval.mode)")
+    ev.add_argument("--no-write", action="store_true", help="print only; do not append to eval_results")
     return p
 
 
@@ -90,11 +98,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from lakechain.eval.metrics import EvalSetError
     from lakechain.index.errors import LakechainIndexError
     from lakechain.storage.delta_schema import SchemaMismatchError
     from lakechain.storage.tables import TableNotFoundError
 
-    return (ConfigError, LakechainIndexError, TableNotFoundError, SchemaMismatchError, FileNotFoundError)
+    return (
+        ConfigError,
+        EvalSetError,
+        LakechainIndexError,
+        TableNotFoundError,
+        SchemaMismatchError,
+        FileNotFoundError,
+    )
 
 
 def _session(settings: Settings) -> tuple[Any, Any]:
@@ -162,6 +178,16 @@ def cmd_ask(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from lakechain.eval.run import parse_modes
+    from lakechain.eval.stage import run_eval
+
+    modes = parse_modes(args.modes or settings.retrieval.mode)
+    spark, tables = _session(settings)
+    print(run_eval(spark, settings, tables, args.questions, modes, write=not args.no_write))
+    return 0
+
+
 USER_ERRORS = _user_errors()
 
 # Model endpoints each command calls: a remote one lacking its URL/key/deployment fails at
@@ -173,6 +199,7 @@ ENDPOINTS_USED = {
     "pipeline": ("embedding", "chat", "images"),
     "sql": (),
     "ask": ("embedding", "chat"),
+    "eval": ("embedding", "chat"),
 }
 
 COMMANDS = {
@@ -182,6 +209,7 @@ COMMANDS = {
     "pipeline": cmd_pipeline,
     "sql": cmd_sql,
     "ask": cmd_ask,
+    "eval": cmd_eval,
 }
 
 
