@@ -9,7 +9,11 @@ that users type verbatim; BM25 over the same chunk rows finds them. The index is
   the words in it match;
 * Python operators are tokens (``**``, ``//``, ``<<``, ``@``, ``!=``); ``|``, ``-``, ``=``
   and ``:`` are not, because pydoc and Markdown use them for layout;
-* lower case, Lucene's 33 English stopwords dropped, no stemming.
+* lower case, Lucene's 33 English stopwords dropped, words Snowball-stemmed (PyStemmer)
+  so ``keywords`` finds ``keyword`` and ``parsing`` finds ``parse``.
+
+Measured on ``data/eval`` (docs/eval.md): stemming lifts keyword hit@1 from 0.853 to 0.880
+and hybrid from 0.933 to 0.947; NLTK's longer stopword list did not help hybrid.
 
 On disk it lives in ``<build>/keyword/`` (bm25s's own files); ``save`` returns their
 relative paths for the build manifest, which records their sha256 like the other files.
@@ -28,7 +32,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 KEYWORD_DIR = "keyword"
-TOKENIZER = "code-v1"
+TOKENIZER = "code-v2-snowball"
 """Bump when tokenization changes: builds made with another tokenizer are rebuilt."""
 K1 = 1.5
 B = 0.75
@@ -46,11 +50,19 @@ def stopwords() -> frozenset[str]:
     return frozenset(STOPWORDS_EN)
 
 
+@cache
+def _stem() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer("english").stemWord
+
+
 class KeywordManifest(TypedDict):
     """The ``keyword`` section of a build manifest."""
 
     library: str
     library_version: str
+    stemmer: str
     method: str
     k1: float
     b: float
@@ -63,7 +75,7 @@ def tokenize(text: str | None) -> list[str]:
     """Tokens of ``text`` for BM25 (see module docstring); used for chunks and queries alike."""
     if not text:
         return []
-    stop = stopwords()
+    stop, stem = stopwords(), _stem()
     out: list[str] = []
     for tok in _TOKEN.findall(text):
         if not (tok[0].isalnum() or tok[0] == "_"):
@@ -71,10 +83,10 @@ def tokenize(text: str | None) -> list[str]:
             continue
         low = tok.lower()
         if low not in stop:
-            out.append(low)
+            out.append(stem(low))
         parts = [p.lower() for piece in tok.split("_") for p in _CAMEL.findall(piece)]
         if len(parts) > 1:
-            out.extend(p for p in parts if len(p) > 1 and not p.isdigit() and p not in stop)
+            out.extend(stem(p) for p in parts if len(p) > 1 and not p.isdigit() and p not in stop)
     return out
 
 
@@ -146,6 +158,7 @@ def write_index(build_dir: Path, texts: Sequence[str | None]) -> KeywordManifest
     return KeywordManifest(
         library="bm25s",
         library_version=bm25s.__version__,
+        stemmer="snowball-english",
         method=METHOD,
         k1=K1,
         b=B,
