@@ -130,3 +130,18 @@ def test_chat_model_follows_the_retrieval_mode():
         cfg = RetrievalConfig(mode=mode, keyword_weight=3.0)
         model = make_chat_model(ChatConfig(), embedder=StubEmbedder(), retrieval=cfg)
         assert (model.dense_weight, model.keyword_weight) == weights
+
+
+def test_sentences_end_at_margin_paragraph_breaks():
+    from lakechain.chains.local_chat import split_sentences
+
+    pydoc = (
+        "Data inherited from TestCase:\n |\n |  failureException = <class 'AssertionError'>\n"
+        " |      Assertion failed.\n |\n |  maxDiff = 640"
+    )
+    assert split_sentences(pydoc) == [
+        "Data inherited from TestCase:",
+        "failureException = <class 'AssertionError'> | Assertion failed.",
+        "maxDiff = 640",
+    ]
+    assert split_sentences("Same as a | b. Not a break | here.") == ["Same as a | b.", "Not a break | here."]

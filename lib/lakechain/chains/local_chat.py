@@ -45,6 +45,9 @@ _QUESTION = re.compile(r"^Question:[ \t]*(.+)$", re.M)
 _ANSWER = re.compile(r"^Answer:[ \t]*(.+)$", re.M | re.S)
 _REQUEST = re.compile(r"^Request:[ \t]*(.+)$", re.M | re.S)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+_MARGIN_BREAK = re.compile(r"\s\|(?:\s+\|)+\s")
+"""An empty line inside a ``|``-margined block (pydoc class pages, text tables), as it reads
+once the passage is on one line: a paragraph break, so never inside a quoted sentence."""
 
 
 def message_text(message: BaseMessage) -> str:
@@ -55,8 +58,10 @@ def message_text(message: BaseMessage) -> str:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split a passage into sentences; fragments under two words are dropped."""
-    parts = [p.strip() for p in _SENTENCE_END.split(" ".join(text.split()))]
+    """Split a passage into sentences (also at ``|``-margin paragraph breaks); fragments
+    under two words are dropped."""
+    blocks = _MARGIN_BREAK.split(" ".join(text.split()))
+    parts = [p.strip(" |") for block in blocks for p in _SENTENCE_END.split(block)]
     return [p for p in parts if len(p.split()) >= 2]
 
 
