@@ -105,3 +105,16 @@ def test_parse_modes():
     assert parse_modes("dense, hybrid,dense") == ["dense", "hybrid"]
     with pytest.raises(ConfigError, match="allowed: dense, keyword, hybrid"):
         parse_modes("dense,bm25")
+
+
+def test_eval_command_rejects_unknown_modes_before_any_spark(capsys):
+    from pathlib import Path
+
+    from lakechain.cli import build_parser, main
+
+    args = build_parser().parse_args(["eval", "--modes", "dense,hybrid", "--no-write"])
+    assert args.command == "eval" and args.questions == "data/eval/questions.jsonl" and args.no_write
+    conf = Path(__file__).resolve().parents[2] / "conf" / "local.yaml"
+    assert main(["eval", "--config", str(conf), "--modes", "dense,bm25"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lakechain: --modes: unknown mode(s) ['bm25']") and "Traceback" not in err
