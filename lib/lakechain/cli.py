@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", parents=[common], help="answer one question against the current index")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev = sub.add_parser("eval", parents=[common], help="hit@k, MRR and answer metrics on a question set")
+    ev.add_argument(
+        "--questions",
+        default="data/eval/questions.jsonl",
+        help="jsonl file or table: id, question, expected_docs and/or key_phrase",
+    )
+    ev.add_argument("--modes", default=None, help="e.g. dense,keyword,hybrid (default: retrieval.mode)")
+    ev.add_argument("--no-write", action="store_true", help="print only; do not append to eval_results")
     return p
 
 
@@ -154,6 +162,7 @@ COMMITTED_TABLES = {
     "index": ("ingest_errors",),
     "run-tasks": ("tasks", "results"),
     "pipeline": ("documents", "chunks", "ingest_errors", "tasks", "results"),
+    "eval": ("eval_results",),
 }
 
 
@@ -335,7 +344,18 @@ def endpoint_url(exc: BaseException, settings: Settings) -> str:
 
 
 # Commands that write to storage.root (checked writable at start).
-WRITING_COMMANDS = frozenset({"embed", "index", "run-tasks", "pipeline"})
+WRITING_COMMANDS = frozenset({"embed", "index", "run-tasks", "pipeline", "eval"})
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
+    from lakechain.eval.run import parse_modes
+    from lakechain.eval.stage import run_eval
+
+    modes = parse_modes(args.modes or settings.retrieval.mode)
+    spark, tables = _session(settings, ctx)
+    print(run_eval(spark, settings, tables, args.questions, modes, write=not args.no_write))
+    return 0
+
 
 # Model endpoints each command calls: a remote one lacking its URL/key/deployment fails at
 # start, not on an executor halfway through a run.
@@ -346,6 +366,7 @@ ENDPOINTS_USED = {
     "pipeline": ("embedding", "chat", "images"),
     "sql": (),
     "ask": ("embedding", "chat"),
+    "eval": ("embedding", "chat"),
 }
 
 COMMANDS = {
@@ -355,6 +376,7 @@ COMMANDS = {
     "pipeline": cmd_pipeline,
     "sql": cmd_sql,
     "ask": cmd_ask,
+    "eval": cmd_eval,
 }
 
 

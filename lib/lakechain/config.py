@@ -272,11 +272,39 @@ class IndexConfig(_Section):
 
 
 class RetrievalConfig(_Section):
+    mode: Literal["dense", "keyword", "hybrid"] = "hybrid"
+    """``dense`` = FAISS vectors, ``keyword`` = BM25, ``hybrid`` = both fused by reciprocal rank
+    fusion (the default: best on ``data/eval``, see docs/eval.md)."""
     k: int = Field(default=4, ge=1)
     score_threshold: float = Field(default=0.25, ge=-1, le=1)
+    """Cosine floor for dense hits (in hybrid too: a chunk enters fusion from the dense side
+    only above it; from the keyword side it needs one shared term)."""
     mmr: bool = False
     fetch_k: int = Field(default=20, ge=1)
+    """Candidates per side before MMR or fusion."""
     mmr_lambda: float = Field(default=0.5, ge=0, le=1)
+    rrf_k: int = Field(default=60, ge=1)
+    """Reciprocal rank fusion constant: fused score = sum of weight / (rrf_k + rank)."""
+    dense_weight: float = Field(default=1.0, ge=0)
+    keyword_weight: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _weights(self) -> RetrievalConfig:
+        if self.mode == "hybrid" and self.dense_weight == 0 and self.keyword_weight == 0:
+            raise ValueError(
+                "retrieval.dense_weight and retrieval.keyword_weight are both 0: give one a positive "
+                "weight, or set retrieval.mode to dense or keyword"
+            )
+        return self
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        """(dense, keyword) weights as the mode uses them (one side is 0 outside hybrid)."""
+        if self.mode == "dense":
+            return 1.0, 0.0
+        if self.mode == "keyword":
+            return 0.0, 1.0
+        return self.dense_weight, self.keyword_weight
 
 
 class TasksConfig(_Section):

@@ -122,7 +122,7 @@ def build_chains(
         searcher = load_searcher(settings, embedder)
     if chat_model is None:
         local_embedder = embedder if settings.embedding.provider == "local" else None
-        chat_model = make_chat_model(settings.chat, embedder=local_embedder)
+        chat_model = make_chat_model(settings.chat, embedder=local_embedder, retrieval=settings.retrieval)
     if image_model is None:
         image_model = make_image_model(settings.images)
     structured = supports_structured_output(settings.chat)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from langchain_core.language_models import BaseChatModel
 
 from lakechain.chains.local_chat import ExtractiveChatModel
-from lakechain.config import EXTRACTIVE_MODEL, ChatConfig, ConfigError, EmbeddingConfig
+from lakechain.config import EXTRACTIVE_MODEL, ChatConfig, ConfigError, EmbeddingConfig, RetrievalConfig
 
 if TYPE_CHECKING:
     from lakechain.runtime.llamacpp import ServerSpec
@@ -84,7 +84,9 @@ def supports_structured_output(cfg: ChatConfig) -> bool:
     return cfg.structured_output and cfg.provider in STRUCTURED_OUTPUT_PROVIDERS
 
 
-def make_chat_model(cfg: ChatConfig, embedder: Any | None = None) -> BaseChatModel:
+def make_chat_model(
+    cfg: ChatConfig, embedder: Any | None = None, retrieval: RetrievalConfig | None = None
+) -> BaseChatModel:
     """Build the chat model of ``settings.chat``.
 
     ``llamacpp`` is ``openai_compatible`` pointed at the machine's llama.cpp server (this
@@ -92,13 +94,25 @@ def make_chat_model(cfg: ChatConfig, embedder: Any | None = None) -> BaseChatMod
 
     ``embedder`` is used only by the local extractive model; by default it is the
     process-wide local embedding model (``lakechain.embed.embedders.cached_embedder``).
+
+    ``embedder`` and ``retrieval`` are used only by the local extractive model: the
+    embedder defaults to the process-wide local model
+    (``lakechain.embed.embedders.cached_embedder``); ``retrieval`` gives it the mode's
+    dense/keyword weights, so it picks sentences with the signal the retriever uses.
     """
     if cfg.provider == "local":
         if embedder is None:
             from lakechain.embed.embedders import cached_embedder
 
             embedder = cached_embedder(EmbeddingConfig())
-        return ExtractiveChatModel(embedder=embedder, model_name=cfg.model or LOCAL_CHAT_MODEL)
+        dense_weight, keyword_weight = (retrieval or RetrievalConfig(mode="dense")).weights
+        return ExtractiveChatModel(
+            embedder=embedder,
+            model_name=cfg.model or LOCAL_CHAT_MODEL,
+            dense_weight=dense_weight,
+            keyword_weight=keyword_weight,
+            rrf_k=(retrieval or RetrievalConfig()).rrf_k,
+        )
     cfg.check_remote("chat")
     base_url, extra = cfg.base_url, _ClientExtras()
     if cfg.provider == "llamacpp":

@@ -8,6 +8,13 @@ question using the local embedding model, and returns the best-supported sentenc
 their citation markers, e.g. ``"Azure Databricks is a … analytics platform. [1]"``. When no
 sentence passes ``similarity_floor`` it replies ``"Not in context."``.
 
+With a ``keyword_weight`` (``retrieval.mode: hybrid``) the sentences are ranked like the
+retriever ranks chunks: the cosine ranking and a BM25 ranking over the same sentences
+(``lakechain.index.keyword``), fused by reciprocal rank. So a question about
+``AssertionError`` quotes the sentence that names it, even when a vaguer sentence is a
+little closer in embedding space. A sentence sharing no term with the question and below
+the floor is never quoted, and the floor alone still decides "Not in context.".
+
 It also serves the image-prompt instructions (``prompts.IMAGE_TASK_MARKER`` in the system
 message): from ``Answer: …`` it returns ``"An illustration of: <answer sentence>"``, from
 ``Request: …`` a templated detailed prompt. Anything else gets ``"Not in context."``: it is
@@ -31,12 +38,16 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from lakechain.chains.prompts import IMAGE_TASK_MARKER, NOT_IN_CONTEXT, strip_citations
 from lakechain.chains.usage import count_tokens
+from lakechain.index.fusion import rrf_scores
 
 _PASSAGE = re.compile(r"^\[(\d{1,3})\][ \t]*(.*)$", re.M)
 _QUESTION = re.compile(r"^Question:[ \t]*(.+)$", re.M)
 _ANSWER = re.compile(r"^Answer:[ \t]*(.+)$", re.M | re.S)
 _REQUEST = re.compile(r"^Request:[ \t]*(.+)$", re.M | re.S)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+_MARGIN_BREAK = re.compile(r"\s\|(?:\s+\|)+\s")
+"""An empty line inside a ``|``-margined block (pydoc class pages, text tables), as it reads
+once the passage is on one line: a paragraph break, so never inside a quoted sentence."""
 
 
 def message_text(message: BaseMessage) -> str:
@@ -47,8 +58,10 @@ def message_text(message: BaseMessage) -> str:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split a passage into sentences; fragments under two words are dropped."""
-    parts = [p.strip() for p in _SENTENCE_END.split(" ".join(text.split()))]
+    """Split a passage into sentences (also at ``|``-margin paragraph breaks); fragments
+    under two words are dropped."""
+    blocks = _MARGIN_BREAK.split(" ".join(text.split()))
+    parts = [p.strip(" |") for block in blocks for p in _SENTENCE_END.split(block)]
     return [p for p in parts if len(p.split()) >= 2]
 
 
@@ -73,6 +86,10 @@ class ExtractiveChatModel(BaseChatModel):
     max_sentences: int = 2
     margin: float = 0.08
     """Further sentences are quoted only when within ``margin`` of the best one."""
+    dense_weight: float = 1.0
+    keyword_weight: float = 0.0
+    """Weight of the BM25 ranking of sentences (0 = cosine only; see module docstring)."""
+    rrf_k: int = 60
     cache_size: int = 4096
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -110,6 +127,22 @@ class ExtractiveChatModel(BaseChatModel):
 
     # -- the three tasks ------------------------------------------------------------------
 
+    def rank_sentences(self, question: str, sentences: list[str], cosine: np.ndarray) -> list[int]:
+        """Sentence positions to quote from, best first: by cosine, or fused with BM25.
+
+        Only sentences at or above the floor, or sharing a term with the question, appear.
+        """
+        dense = sorted(range(len(sentences)), key=lambda i: (-float(cosine[i]), i))
+        if self.keyword_weight <= 0:
+            return [i for i in dense if cosine[i] >= self.similarity_floor]
+        from lakechain.index.keyword import KeywordIndex
+
+        _, positions = KeywordIndex.build(sentences).search([question], len(sentences))
+        keyword = [int(i) for i in positions[0] if i >= 0]
+        eligible = set(keyword) | {i for i in dense if cosine[i] >= self.similarity_floor}
+        fused = rrf_scores([dense, keyword], [self.dense_weight, self.keyword_weight], self.rrf_k)
+        return [i for i, _ in fused if i in eligible]
+
     def answer(self, question: str, passages: list[tuple[int, str]]) -> str:
         """Best-supported sentence(s) with ``[n]`` markers, or ``NOT_IN_CONTEXT``."""
         candidates = [(n, s) for n, body in passages for s in split_sentences(body)]
@@ -117,13 +150,13 @@ class ExtractiveChatModel(BaseChatModel):
             return NOT_IN_CONTEXT
         vecs = self._vectors([question] + [s for _, s in candidates])
         scores = vecs[1:] @ vecs[0]
-        order = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), i))
-        best = float(scores[order[0]])
+        best = float(scores.max())
         if best < self.similarity_floor:
             return NOT_IN_CONTEXT
-        chosen = [
+        order = self.rank_sentences(question, [s for _, s in candidates], scores)
+        chosen = order[:1] + [
             i
-            for i in order[: self.max_sentences]
+            for i in order[1 : self.max_sentences]
             if float(scores[i]) >= max(self.similarity_floor, best - self.margin)
         ]
         return " ".join(f"{candidates[i][1]} [{candidates[i][0]}]" for i in chosen)

@@ -6,16 +6,22 @@ thousands of questions at once. ``retrieve_many`` embeds every question in one c
 searches them as ONE matrix, which is far faster than a per-question ``invoke`` loop;
 ``invoke``/``batch`` go through the same code so behaviour is identical.
 
-Scores are inner products of L2-normalised vectors (cosine similarity); hits below
-``score_threshold`` are dropped, so a question with nothing relevant retrieves nothing and
-the QA chain can say "not in context" instead of guessing.
+``mode`` (``settings.retrieval.mode``) picks the ranking: ``dense`` (cosine of L2-normalised
+vectors; hits below ``score_threshold`` are dropped, so a question with nothing relevant
+retrieves nothing and the QA chain can say "not in context" instead of guessing),
+``keyword`` (BM25 from the build's keyword side, one pass for the whole batch) or
+``hybrid`` (both, fused by weighted reciprocal rank fusion, ``lakechain.index.fusion``;
+a document's ``score`` is then the fused score, its cosine and BM25 scores are in
+``dense_score``/``keyword_score``). A build without a keyword side serves ``hybrid`` as
+``dense`` with one warning naming the fix, and refuses ``keyword``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -23,7 +29,12 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from lakechain.index.errors import KeywordIndexMissingError
+from lakechain.index.fusion import fuse_hits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,15 @@ class ChunkSearcher(Protocol):
     """What the retriever needs from an index: batched top-k search returning chunk hits."""
 
     def search_chunks(self, matrix: np.ndarray, k: int) -> list[list[Any]]: ...
+
+
+@runtime_checkable
+class KeywordSearcher(Protocol):
+    """What hybrid and keyword retrieval need besides ``search_chunks``: BM25 in one batch."""
+
+    has_keyword: bool
+
+    def search_keyword(self, queries: list[str], k: int) -> list[list[Any]]: ...
 
 
 class InMemorySearcher:
@@ -69,6 +89,25 @@ class InMemorySearcher:
         self.vectors = x
         self.index = faiss.IndexFlatIP(x.shape[1])
         self.index.add(x)
+        self._keyword: Any = None
+
+    has_keyword = True
+
+    def search_keyword(self, queries: list[str], k: int) -> list[list[SearchHit]]:
+        """BM25 over the texts (the same ``lakechain.index.keyword`` as index builds)."""
+        from lakechain.index.keyword import KeywordIndex
+
+        if self._keyword is None:
+            self._keyword = KeywordIndex.build(self.texts)
+        scores, positions = self._keyword.search(queries, k)
+        return [
+            [
+                SearchHit(self.chunk_ids[i], self.doc_ids[i], self.texts[i], float(s), int(i))
+                for s, i in zip(row_s, row_i, strict=True)
+                if i >= 0
+            ]
+            for row_s, row_i in zip(scores, positions, strict=True)
+        ]
 
     @classmethod
     def from_texts(
@@ -110,11 +149,15 @@ def hit_to_document(hit: Any) -> Document:
     chunk_index = getattr(hit, "chunk_index", None)
     if chunk_index is not None:
         metadata["chunk_index"] = int(chunk_index)
+    for key in ("dense_score", "keyword_score"):
+        value = getattr(hit, key, None)
+        if value is not None:
+            metadata[key] = float(value)
     return Document(page_content="" if hit.text is None else str(hit.text), metadata=metadata)
 
 
 class LakechainRetriever(BaseRetriever):
-    """Top-k chunks for a question, with a score floor and optional MMR re-ranking."""
+    """Top-k chunks for a question: dense, keyword or hybrid ranking, a score floor, optional MMR."""
 
     embedder: Any = Field(exclude=True)
     """``embed(list[str]) -> (n, dim)`` L2-normalised float32 (``lakechain.embed.embedders.Embedder``)."""
@@ -125,12 +168,17 @@ class LakechainRetriever(BaseRetriever):
     mmr: bool = False
     fetch_k: int = 20
     mmr_lambda: float = 0.5
+    mode: Literal["dense", "keyword", "hybrid"] = "dense"
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    keyword_weight: float = 1.0
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    _warned: bool = PrivateAttr(default=False)
 
     @classmethod
     def from_settings(cls, retrieval: Any, embedder: Any, searcher: Any) -> LakechainRetriever:
-        """From ``settings.retrieval`` (k, score_threshold, mmr, fetch_k, mmr_lambda)."""
+        """From ``settings.retrieval`` (mode, k, score floor, MMR, fetch_k, rrf_k and weights)."""
         return cls(
             embedder=embedder,
             searcher=searcher,
@@ -139,7 +187,23 @@ class LakechainRetriever(BaseRetriever):
             mmr=retrieval.mmr,
             fetch_k=retrieval.fetch_k,
             mmr_lambda=retrieval.mmr_lambda,
+            mode=retrieval.mode,
+            rrf_k=retrieval.rrf_k,
+            dense_weight=retrieval.dense_weight,
+            keyword_weight=retrieval.keyword_weight,
         )
+
+    def effective_mode(self) -> Literal["dense", "keyword", "hybrid"]:
+        """``mode``, or ``dense`` for hybrid on a searcher without a keyword side (warned once)."""
+        if self.mode == "dense" or getattr(self.searcher, "has_keyword", False):
+            return self.mode
+        why = getattr(self.searcher, "keyword_missing", "") or "the searcher has no keyword search"
+        if self.mode == "keyword":
+            raise KeywordIndexMissingError(f"retrieval.mode is keyword but {why}")
+        if not self._warned:
+            log.warning("retrieval.mode is hybrid but %s; retrieving with dense vectors only", why)
+            self._warned = True
+        return "dense"
 
     def _hit_vectors(self, hits: list[Any]) -> np.ndarray:
         reconstruct = getattr(self.searcher, "reconstruct", None)
@@ -150,10 +214,18 @@ class LakechainRetriever(BaseRetriever):
                 pass  # IVF-PQ etc. cannot reconstruct exactly: re-embed the texts instead
         return np.asarray(self.embedder.embed([str(h.text or "") for h in hits]), dtype=np.float32)
 
-    def _select(self, query_vec: np.ndarray, hits: list[Any]) -> list[Document]:
+    def _select(
+        self, mode: str, query_vec: np.ndarray | None, dense: list[Any], keyword: list[Any], fetch: int
+    ) -> list[Document]:
         if self.score_threshold is not None:
-            hits = [h for h in hits if float(h.score) >= self.score_threshold]
-        if self.mmr and len(hits) > 1:
+            dense = [h for h in dense if float(h.score) >= self.score_threshold]
+        if mode == "dense":
+            hits = dense
+        elif mode == "keyword":
+            hits = keyword
+        else:
+            hits = list(fuse_hits(dense, keyword, fetch, self.rrf_k, self.dense_weight, self.keyword_weight))
+        if self.mmr and len(hits) > 1 and query_vec is not None:
             vecs = self._hit_vectors(hits)
             order = maximal_marginal_relevance(
                 query_vec, vecs.tolist(), lambda_mult=self.mmr_lambda, k=self.k
@@ -162,17 +234,26 @@ class LakechainRetriever(BaseRetriever):
         return [hit_to_document(h) for h in hits[: self.k]]
 
     def retrieve_many(self, questions: Sequence[str]) -> list[list[Document]]:
-        """Retrieve for many questions with ONE embedding call and ONE index search."""
+        """Retrieve for many questions with ONE embedding call, ONE matrix search and ONE
+        keyword pass (each only where the mode needs it)."""
         questions = list(questions)
         if not questions:
             return []
         bad = [i for i, q in enumerate(questions) if not isinstance(q, str) or not q.strip()]
         if bad:
             raise ValueError(f"questions at positions {bad[:10]} are empty or not strings")
-        matrix = np.asarray(self.embedder.embed(questions), dtype=np.float32)
-        fetch = max(self.k, self.fetch_k) if self.mmr else self.k
-        hit_lists = self.searcher.search_chunks(matrix, fetch)
-        return [self._select(matrix[i], list(hits)) for i, hits in enumerate(hit_lists)]
+        mode = self.effective_mode()
+        fetch = max(self.k, self.fetch_k) if (self.mmr or mode == "hybrid") else self.k
+        none: list[list[Any]] = [[] for _ in questions]
+        matrix = None
+        if mode != "keyword" or self.mmr:
+            matrix = np.asarray(self.embedder.embed(questions), dtype=np.float32)
+        dense = self.searcher.search_chunks(matrix, fetch) if mode != "keyword" else none
+        keyword = self.searcher.search_keyword(questions, fetch) if mode != "dense" else none
+        return [
+            self._select(mode, None if matrix is None else matrix[i], list(d), list(w), fetch)
+            for i, (d, w) in enumerate(zip(dense, keyword, strict=True))
+        ]
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun

@@ -17,6 +17,7 @@ from lakechain.index.errors import (
     IndexMismatchError,
     IndexNotFoundError,
     IndexStaleError,
+    KeywordIndexMissingError,
     LakechainIndexError,
 )
 from lakechain.index.search import Hit, LoadedIndex, cached_load, clear_cache, load
@@ -48,6 +49,7 @@ __all__ = [
     "IndexMismatchError",
     "IndexNotFoundError",
     "IndexStaleError",
+    "KeywordIndexMissingError",
     "LakechainIndexError",
     "LoadedIndex",
     "cached_load",

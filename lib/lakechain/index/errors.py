@@ -29,6 +29,10 @@ class IndexStaleError(IndexMismatchError):
     """The index was built from an older version of the chunks table."""
 
 
+class KeywordIndexMissingError(IndexMismatchError):
+    """Keyword search was asked of a build without a (current) keyword side: rebuild it."""
+
+
 class IndexBuildError(LakechainIndexError):
     """A build cannot proceed (no rows, mixed models, duplicate ids, ...)."""
 

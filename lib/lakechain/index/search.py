@@ -1,9 +1,11 @@
-"""Search a saved index without Spark: batched FAISS search plus vector_id → chunk rows.
+"""Search a saved index without Spark: batched FAISS and BM25 search plus vector_id → chunk rows.
 
 ``load`` verifies before it trusts: the manifest must match the expected embedding model,
-dimension and chunks-table version (checked first, before reading big files), and both
-files must match their sha256 checksums. ``cached_load`` keeps one ``LoadedIndex`` per
-build directory per process, so Spark task workers load the index once.
+dimension and chunks-table version (checked first, before reading big files), and every
+file must match its sha256 checksum. Builds made before the keyword side existed load
+with ``keyword = None`` (dense search only; ``keyword_missing`` says why and what to run).
+``cached_load`` keeps one ``LoadedIndex`` per build directory per process, so Spark task
+workers load the index once.
 """
 
 from __future__ import annotations
@@ -20,8 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lakechain.index import build, store
-from lakechain.index.errors import IndexCorruptError, IndexMismatchError, IndexStaleError
+from lakechain.index import build, keyword, store
+from lakechain.index.errors import (
+    IndexCorruptError,
+    IndexMismatchError,
+    IndexStaleError,
+    KeywordIndexMissingError,
+)
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,19 @@ class Hit:
 class LoadedIndex:
     """An index build in memory: the FAISS index and its chunk rows sorted by vector_id."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], index: faiss.Index, rows: pa.Table) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        index: faiss.Index,
+        rows: pa.Table,
+        keyword_index: keyword.KeywordIndex | None = None,
+    ) -> None:
         self.path = path
         self.manifest = manifest
         self.index = index
+        self.keyword = keyword_index
+        """BM25 over ``rows`` in their order (sorted by vector_id); None for older builds."""
         ids = rows.column("vector_id").to_numpy()
         if ids.size > 1 and not (ids[1:] > ids[:-1]).all():  # lookup needs sorted, unique ids
             rows = rows.sort_by("vector_id")
@@ -64,6 +80,20 @@ class LoadedIndex:
     @property
     def count(self) -> int:
         return int(self.index.ntotal)
+
+    @property
+    def has_keyword(self) -> bool:
+        return self.keyword is not None
+
+    @property
+    def keyword_missing(self) -> str:
+        """Why keyword search is unavailable, with the fix ('' when it is available)."""
+        if self.keyword is not None:
+            return ""
+        return (
+            f"index build {self.path} has no keyword (BM25) side made by tokenizer "
+            f"{keyword.TOKENIZER!r}: run `lakechain index` to rebuild it"
+        )
 
     @property
     def table_version(self) -> int | None:
@@ -117,6 +147,20 @@ class LoadedIndex:
     ) -> list[list[Hit]]:
         """``search`` + ``lookup``: for each query its hits, best first (below threshold dropped)."""
         scores, ids = self.search(matrix, k)
+        return self._hits(scores, ids, score_threshold)
+
+    def search_keyword(self, queries: list[str], k: int) -> list[list[Hit]]:
+        """BM25 top-``k`` for each query in one pass: hits best first, ``score`` = BM25 score.
+
+        Raises ``KeywordIndexMissingError`` on a build without a keyword side.
+        """
+        if self.keyword is None:
+            raise KeywordIndexMissingError(self.keyword_missing)
+        scores, positions = self.keyword.search(queries, k)
+        ids = np.where(positions >= 0, self._ids[np.maximum(positions, 0)] if self._ids.size else -1, -1)
+        return self._hits(scores, ids, None)
+
+    def _hits(self, scores: np.ndarray, ids: np.ndarray, score_threshold: float | None) -> list[list[Hit]]:
         rows = self.lookup(ids)
         out: list[list[Hit]] = []
         width = ids.shape[1]
@@ -198,9 +242,12 @@ def load(
     build_dir = store.resolve_build(path_or_root)
     manifest = store.read_manifest(build_dir)
     check_manifest(manifest, build_dir, expected_model, expected_dim, expected_table_version)
+    keyword_files = list(manifest.get("keyword", {}).get("files", [])) if keyword.is_current(manifest) else []
     if verify:
         index_path = _verify(build_dir, manifest, store.INDEX_FILE)
         ids_path = _verify(build_dir, manifest, store.IDS_FILE)
+        for name in keyword_files:
+            _verify(build_dir, manifest, name)
     else:
         index_path, ids_path = build_dir / store.INDEX_FILE, build_dir / store.IDS_FILE
     try:
@@ -217,8 +264,15 @@ def load(
             f"{build_dir}: manifest says {count}×{dim} but index.faiss holds {index.ntotal}×{index.d} "
             f"and ids.parquet {rows.num_rows} rows; {store.REBUILD}"
         )
+    keyword_index = None
+    if keyword_files:
+        try:
+            keyword_index = keyword.KeywordIndex.load(build_dir, count)
+        except (OSError, ValueError) as exc:
+            where = build_dir / keyword.KEYWORD_DIR
+            raise IndexCorruptError(f"{where} cannot be read ({exc}); {store.REBUILD}") from None
     build.set_nprobe(index, int(nprobe or manifest.get("nprobe") or 1))
-    return LoadedIndex(build_dir, manifest, index, rows)
+    return LoadedIndex(build_dir, manifest, index, rows, keyword_index)
 
 
 _CACHE: OrderedDict[tuple[Any, ...], LoadedIndex] = OrderedDict()

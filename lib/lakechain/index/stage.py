@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lakechain.config import IndexConfig, Settings
-from lakechain.index import build, shards, store
+from lakechain.index import build, keyword, shards, store
 from lakechain.index.errors import IndexBuildError
 from lakechain.storage.schemas import CHUNKS, ERRORS_DDL, INGEST_ERRORS
 
@@ -105,6 +105,7 @@ def is_up_to_date(manifest: dict[str, Any] | None, table: str, version: int, cfg
         src.get("table") == table
         and src.get("version") == version
         and manifest.get("config") == config_fingerprint(cfg)
+        and keyword.is_current(manifest)  # hook: builds without a (current) keyword side are rebuilt
     )
 
 
@@ -275,7 +276,7 @@ def run_index(
     )
     manifest["run_id"] = run_id  # the run_id of this build's rows in ingest_errors
     t = time.perf_counter()
-    build_dir = store.save_build(root, merged.index, merged.rows, manifest)
+    build_dir = store.save_build(root, merged.index, merged.rows, manifest, keyword=keyword.write_index)
     timings["save_s"] = time.perf_counter() - t
     record_errors(spark, tables, merged.errors, table, run_id)
     report = _report(

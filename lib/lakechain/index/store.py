@@ -6,7 +6,8 @@ Layout under ``<files_root>/index/``::
     build-<utc ts>-<uuid8>/
         index.faiss              FAISS index (ids = chunk vector_id)
         ids.parquet              vector_id, chunk_id, doc_id, chunk_index, text (sorted by vector_id)
-        manifest.json            what was built from what, plus sha256 of both files
+        keyword/                 BM25 keyword index over the same rows (``keyword.py``)
+        manifest.json            what was built from what, plus sha256 of every file
 
 A build is written completely into a new directory and only then made current by writing
 ``CURRENT`` to a temporary file and ``os.replace``-ing it, so a crash at any point leaves
@@ -22,6 +23,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,10 @@ def sha256_file(path: str | os.PathLike[str], block: int = 8 << 20) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
 def _fsync(path: str | os.PathLike[str]) -> None:
@@ -179,12 +185,15 @@ def save_build(
     rows: pa.Table,
     manifest: dict[str, Any],
     keep: int = 2,
+    keyword: Callable[[Path, Sequence[str | None]], Any] | None = None,
 ) -> Path:
     """Write a complete build into a new directory, then switch ``CURRENT`` to it.
 
     ``rows`` holds the chunk rows (sorted here by vector_id); ``manifest`` is completed with
-    build id/time, file sizes and sha256 checksums. On any exception the partial directory
-    is removed and the previous build stays current.
+    build id/time, file sizes and sha256 checksums. ``keyword`` (``keyword.write_index``)
+    writes the keyword side from the sorted rows' texts and returns the manifest's
+    ``keyword`` section, whose ``files`` are checksummed like the others. On any exception
+    the partial directory is removed and the previous build stays current.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -197,17 +206,25 @@ def save_build(
         faiss.write_index(index, str(index_path))
         _fsync(index_path)
         ids_path = build / IDS_FILE
-        pq.write_table(rows.sort_by("vector_id"), ids_path)
+        rows = rows.sort_by("vector_id")
+        pq.write_table(rows, ids_path)
         _fsync(ids_path)
+        extra: dict[str, Any] = {}
+        files = [INDEX_FILE, IDS_FILE]
+        if keyword is not None:
+            extra["keyword"] = dict(keyword(build, rows.column("text").to_pylist()))
+            files += extra["keyword"]["files"]
+            for f in extra["keyword"]["files"]:
+                _fsync(build / f)
+            for d in {(build / f).parent for f in extra["keyword"]["files"]}:
+                _fsync(d)
         full = {
             "format": FORMAT_VERSION,
             "build_id": name,
             "built_at": built_at.isoformat(),
             **manifest,
-            "files": {
-                INDEX_FILE: {"sha256": sha256_file(index_path), "bytes": index_path.stat().st_size},
-                IDS_FILE: {"sha256": sha256_file(ids_path), "bytes": ids_path.stat().st_size},
-            },
+            **extra,
+            "files": {f: _file_entry(build / f) for f in files},
         }
         tmp = build / f".{MANIFEST_FILE}.tmp"
         tmp.write_text(json.dumps(full, indent=2, sort_keys=True, default=str), encoding="utf-8")
