@@ -33,8 +33,14 @@ def test_stage_errors_the_user_fixes_are_one_clear_line(tmp_path, capsys):
 
 def test_every_stage_has_a_subcommand():
     p = build_parser()
-    for argv in (["embed"], ["index", "--force"], ["run-tasks", "--retry-failed"], ["pipeline"],
-                 ["sql", "SELECT 1"], ["ask", "What?"]):
+    for argv in (
+        ["embed"],
+        ["index", "--force"],
+        ["run-tasks", "--retry-failed"],
+        ["pipeline"],
+        ["sql", "SELECT 1"],
+        ["ask", "What?"],
+    ):
         assert p.parse_args(argv).command == argv[0]
 
 
@@ -44,15 +50,27 @@ def test_sql_reads_tables_by_name(spark, tables, settings, capsys):
         "task_id string, answer string, image_png binary",
     )
     tables.write(df, "answers")
-    rc = main(["sql", "--config", "conf/local.yaml", "--set", f"storage.root={settings.storage.root}",
-               "SELECT task_id, answer, image_png FROM answers ORDER BY task_id"])
+    root = [
+        "--set",
+        f"storage.root={settings.storage.root}",
+        "--set",
+        f"storage.schema={settings.storage.schema_}",
+    ]
+    rc = main(
+        [
+            "sql",
+            "--config",
+            "conf/local.yaml",
+            *root,
+            "SELECT task_id, answer, image_png FROM answers ORDER BY task_id",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "| task_id | answer" in out
     assert "Spark is fast." in out and "<png 18 bytes>" in out and "NULL" in out
     assert "(2 rows)" in out
-    rc = main(["sql", "--set", f"storage.root={settings.storage.root}", "--format", "json",
-               "SELECT COUNT(*) AS n FROM answers"])
+    rc = main(["sql", *root, "--format", "json", "SELECT COUNT(*) AS n FROM answers"])
     assert json.loads(capsys.readouterr().out.strip()) == {"n": 2}
 
 

@@ -194,5 +194,6 @@ def test_table_corpus_and_model_switch(spark, settings, tables, tmp_path, chunks
             "lc_corpus"
         )
         settings.corpus.path = "global_temp.lc_corpus"
+        settings.corpus.max_delete_fraction = 1.0  # this switch deletes both earlier documents on purpose
         r3 = run_embed(spark, settings, tables, progress=False)
         assert (r3.documents_seen, r3.chunks_embedded, r3.chunks_removed) == (1, 1, 2)

@@ -39,9 +39,20 @@ def supervisors(root: Path) -> list[int]:
 def llm_lake(tmp_path_factory, spark):
     base = tmp_path_factory.mktemp("local-llm")
     root, state = base / "lake", base / "llamacpp"
-    args = ["--config", str(REPO / "conf" / "local-llm.yaml"), "--set", f"storage.root={root}",
-            "--set", f"chat.llamacpp.state_dir={state}", "--set", f"corpus.path={REPO / 'data' / 'corpus'}",
-            "--set", f"tasks.path={REPO / 'data' / 'tasks.jsonl'}"]  # fmt: skip
+    args = [
+        "--config",
+        str(REPO / "conf" / "local-llm.yaml"),
+        "--set",
+        f"storage.root={root}",
+        "--set",
+        f"chat.llamacpp.state_dir={state}",
+        "--set",
+        f"corpus.path={REPO / 'data' / 'corpus'}",
+        "--set",
+        f"tasks.path={REPO / 'data' / 'tasks.jsonl'}",
+        "--set",
+        "storage.schema=local_llm",
+    ]  # the suite's session: one metastore, a schema per root
     started = time.monotonic()
     assert main(["pipeline", *args]) == 0
     print(f"pipeline with the local LLM: {time.monotonic() - started:.1f}s")
@@ -99,7 +110,11 @@ def test_a_sigkilled_run_leaves_no_llama_server(llm_lake, tmp_path):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     proc = subprocess.Popen(
         [sys.executable, "-m", "lakechain.cli", "run-tasks", *args],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 240
     try:

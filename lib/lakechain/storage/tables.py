@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from lakechain.config import Settings
-from lakechain.errors import SchemaMismatchError, TableNotFoundError
+from lakechain.errors import SchemaMismatchError, StorageRootError, TableNotFoundError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -102,8 +102,23 @@ class Tables:
         else:
             root = os.path.abspath(self.storage.root)
             self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)} LOCATION {sql_string(root)}")
+            self._check_location(root)
             self._adopt_unregistered(root)
         self._schema_ready = True
+
+    def _check_location(self, root: str) -> None:
+        """One schema, one root: a session whose metastore already maps this schema to another
+        root (a notebook that used two roots) would otherwise write to the other root's tables."""
+        rows = self.spark.sql(f"DESCRIBE SCHEMA {quote(self.schema)}").collect()
+        where = next((str(r[1]) for r in rows if str(r[0]).strip().lower() == "location"), "")
+        path = where.removeprefix("file://").removeprefix("file:")
+        from urllib.parse import unquote
+
+        if path and os.path.normpath(unquote(path)) != os.path.normpath(root):
+            raise StorageRootError(
+                f"schema {self.schema} of this Spark session's metastore belongs to {unquote(path)}, not "
+                f"storage.root {root}; set storage.schema to another name for this root"
+            )
 
     def _adopt_unregistered(self, root: str) -> None:
         """Register Delta tables found under the root but missing from the metastore (a new
