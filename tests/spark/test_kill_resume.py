@@ -13,6 +13,7 @@ import yaml
 from test_tasks_stage import remote, save_index, write_lines
 
 from lakechain.embed.embedders import make_embedder
+from lakechain.storage.session import submit_args
 from lakechain.tasks.stage import run_tasks
 from lakechain.testing.openai_server import FakeOpenAIServer
 
@@ -42,8 +43,20 @@ def test_sigkilled_job_resumes_to_every_row_once(spark, settings, tables, tmp_pa
         env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
         spark_submit = Path(sys.executable).parent / "spark-submit"
         proc = subprocess.Popen(
-            [str(spark_submit), "--master", "local[2]", "jobs/run_tasks.py", "--config", str(config)],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                str(spark_submit),
+                "--master",
+                "local[2]",
+                *submit_args(),
+                "jobs/run_tasks.py",
+                "--config",
+                str(config),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log = Path(tables.location("results")) / "_delta_log"
         deadline = time.monotonic() + 240

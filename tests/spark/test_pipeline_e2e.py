@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lakechain.cli import main
+from lakechain.storage.session import submit_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -155,7 +156,7 @@ def _spark_submit(job: str, args: list[str]) -> subprocess.CompletedProcess:
     env = _env()
     spark_submit = Path(sys.executable).parent / "spark-submit"
     return subprocess.run(
-        [str(spark_submit), "--master", "local[2]", f"jobs/{job}", *args],
+        [str(spark_submit), "--master", "local[2]", *submit_args(), f"jobs/{job}", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

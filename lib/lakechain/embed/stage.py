@@ -270,54 +270,53 @@ def _embed(
             tables.truncate(CHUNKS)
         return
     batches = 1 if full else max(1, math.ceil(n / cfg.commit_every))
-    slots = default_parallelism(spark)
+    size = math.ceil(n / batches)
+    # ≥ 4 embedding requests per task for steady work, every core busy, no idle model loads.
+    parts = max(1, min(max(default_parallelism(spark), math.ceil(size / (cfg.batch_size * 4))), 4096,
+                       math.ceil(size / cfg.batch_size)))  # fmt: skip
+    udf = embedder_fn(cfg, name, now, threads=1)
     meter = Progress("embed chunks", n, enabled=progress)
     for b in range(batches):
-        part = (
-            plan.to_embed
-            if batches == 1
-            else plan.to_embed.filter(F.pmod(F.xxhash64("chunk_id"), F.lit(batches)) == b)
-        )
-        size = math.ceil(n / batches)
-        # ≥ 4 embedding batches per task for steady work, every core busy; batches of similar
-        # length pad less.
-        parts = max(
-            1, min(max(slots, math.ceil(size / (cfg.batch_size * 4))), 4096, math.ceil(size / cfg.batch_size))
-        )
-        udf = embedder_fn(cfg, name, now, threads=1)
-        embedded = (
-            part.repartition(parts)
-            .sortWithinPartitions(F.length("text"))
-            .mapInArrow(udf, ddl(EMBEDDED_COLUMNS))
-        )
+        part = plan.to_embed if batches == 1 else plan.to_embed.filter(
+            F.pmod(F.xxhash64("chunk_id"), F.lit(batches)) == b
+        )  # fmt: skip
+        # Chunks of similar length share a request (less padding).
+        embedded = part.repartition(parts).sortWithinPartitions(F.length("text")).mapInArrow(
+            udf, ddl(EMBEDDED_COLUMNS)
+        )  # fmt: skip
         with arrow_batch(spark, cfg.batch_size):  # one Arrow batch = one embedding request
             staged = tables.stage(embedded, EMBED_STAGING)
-        rows = staged.filter("error IS NULL").select(*names(CHUNK_COLUMNS))
-        if full:
-            tables.write(rows, CHUNKS, "overwrite", "overwrite")
-        else:
-            # Upsert on chunk_id: replaces another model's vector of the same chunk in place,
-            # and never duplicates a chunk, even against a concurrent run.
-            tables.merge(rows, CHUNKS, ["chunk_id"])
-        failed = staged.filter("error IS NOT NULL").select(
-            "source",
-            "doc_id",
-            F.concat(F.lit("chunk "), F.col("chunk_id"), F.lit(": "), F.col("error")).alias("reason"),
-            F.lit("embed").alias("stage"),
-            F.lit(report.run_id).alias("run_id"),
-            F.lit(now).alias("created_at"),
-        )
-        c = staged.agg(
-            F.count(F.when(F.col("error").isNull(), 1)).alias("ok"),
-            F.count(F.when(F.col("error").isNotNull(), 1)).alias("err"),
-        ).first()
-        ok, err = int(c["ok"]), int(c["err"])  # type: ignore[index]
-        if err:
-            tables.write(failed, INGEST_ERRORS, "append")
+        ok, err = _commit_batch(tables, staged, full, report.run_id, now)
         report.chunks_embedded += ok
         report.chunk_errors += err
         meter.update(ok + err, f"{report.chunk_errors} failed")
     tables.truncate(EMBED_STAGING)
+
+
+def _commit_batch(
+    tables: Tables, staged: DataFrame, full: bool, run_id: str, now: datetime
+) -> tuple[int, int]:
+    """A staged batch's chunks into ``chunks``, its failures into ``ingest_errors``; (ok, failed)."""
+    rows = staged.filter("error IS NULL").select(*names(CHUNK_COLUMNS))
+    if full:
+        tables.write(rows, CHUNKS, "overwrite", "overwrite")
+    else:
+        # Upsert on chunk_id: replaces another model's vector of the same chunk in place,
+        # and never duplicates a chunk, even against a concurrent run.
+        tables.merge(rows, CHUNKS, ["chunk_id"])
+    c = staged.agg(
+        F.count(F.when(F.col("error").isNull(), 1)).alias("ok"),
+        F.count(F.when(F.col("error").isNotNull(), 1)).alias("err"),
+    ).first()
+    ok, err = int(c["ok"]), int(c["err"])  # type: ignore[index]
+    if err:
+        reason = F.concat(F.lit("chunk "), F.col("chunk_id"), F.lit(": "), F.col("error"))
+        failed = staged.filter("error IS NOT NULL").select(
+            "source", "doc_id", reason.alias("reason"), F.lit("embed").alias("stage"),
+            F.lit(run_id).alias("run_id"), F.lit(now).alias("created_at"),
+        )  # fmt: skip
+        tables.write(failed, INGEST_ERRORS, "append")
+    return ok, err
 
 
 def _remove_replaced(tables: Tables, plan: _Plan, name: str, report: EmbedReport) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from pyspark.sql import functions as F
 from lakechain.config import IndexConfig, Settings
 from lakechain.index import build, keyword, shards, store
 from lakechain.index.errors import IndexBuildError
+from lakechain.runtime.timer import Timer
 from lakechain.storage.schemas import CHUNKS, ERRORS_DDL, INGEST_ERRORS
 
 if TYPE_CHECKING:
@@ -220,9 +220,8 @@ def run_index(
     index settings, unless ``force``. Raises ``IndexBuildError`` when there is nothing to
     index, the table mixes embedding models, or ids are duplicated.
     """
-    t0 = time.perf_counter()
+    timer = Timer()
     run_id = "index-" + store.new_build_name().removeprefix(store.BUILD_PREFIX)
-    timings: dict[str, float] = {}
     cfg = settings.index
     root = store.index_root(tables.files_root)
     version = tables.version(table)
@@ -230,63 +229,54 @@ def run_index(
         raise IndexBuildError(f"table {table!r} does not exist: run `lakechain embed` first")
     current = store.current_manifest(root)
     if not force and current is not None and is_up_to_date(current, table, version, cfg):
-        path = str(store.resolve_build(root))
         log.info("index up to date with %s v%s: skipped", table, version)
-        return _report(current, path, True, time.perf_counter() - t0)
-
+        return _report(current, str(store.resolve_build(root)), True, timer.elapsed)
     df = tables.read(table, version=version)
-    t = time.perf_counter()
-    model, dim, n = profile(df)
-    plan = build.plan_index(n, dim, cfg.kind, cfg.ivf_min_rows, cfg.nlist, cfg.pq_m, cfg.train_sample)
-    timings["profile_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    sample = training_sample(df, dim, n, cfg.train_sample) if plan.needs_training else None
-    template = build.to_bytes(build.train(plan, sample)).tobytes()
-    timings["train_s"] = time.perf_counter() - t
-    t = time.perf_counter()
+    with timer.step("profile"):
+        model, dim, n = profile(df)
+        plan = build.plan_index(n, dim, cfg.kind, cfg.ivf_min_rows, cfg.nlist, cfg.pq_m, cfg.train_sample)
+    with timer.step("train"):
+        sample = training_sample(df, dim, n, cfg.train_sample) if plan.needs_training else None
+        template = build.to_bytes(build.train(plan, sample)).tobytes()
+    with timer.step("shards_merge"):
+        merged = _shards(df, template, dim, cfg, root)
+    _refuse_empty(spark, tables, merged, table, run_id)
+    name, path = tables.full_name(table), tables.location(table)
+    source = {"table": table, "name": name, "path": path, "version": version}
+    manifest = store.make_manifest(
+        plan, merged.index, model, source, shards=merged.shards, nprobe=cfg.nprobe,
+        rejected=merged.errors.num_rows, config=config_fingerprint(cfg), build_seconds=timer.elapsed,
+    )  # fmt: skip
+    manifest["run_id"] = run_id  # the run_id of this build's rows in ingest_errors
+    with timer.step("save"):
+        build_dir = store.save_build(root, merged.index, merged.rows, manifest, keyword=keyword.write_index)
+    record_errors(spark, tables, merged.errors, table, run_id)
+    report = _report(
+        store.read_manifest(build_dir), str(build_dir), False, timer.elapsed, rejected=merged.errors.num_rows,
+        rejected_examples=merged.errors.slice(0, MAX_EXAMPLES).to_pylist(), timings=timer.steps,
+    )  # fmt: skip
+    log.info("%s", report)
+    return report
+
+
+def _shards(df: DataFrame, template: bytes, dim: int, cfg: IndexConfig, root: Any) -> shards.Merged:
+    """Shards built per partition and merged on the driver; the staging directory of the
+    ``files`` transport is removed whatever happens."""
     stage_dir = store.new_staging_dir(root) if cfg.shard_transport == "files" else None
     try:
-        merged = build_and_merge(df, template, dim, cfg.partitions, str(stage_dir) if stage_dir else None)
+        return build_and_merge(df, template, dim, cfg.partitions, str(stage_dir) if stage_dir else None)
     finally:
         if stage_dir is not None:
             shutil.rmtree(stage_dir, ignore_errors=True)
-    timings["shards_merge_s"] = time.perf_counter() - t
+
+
+def _refuse_empty(
+    spark: SparkSession, tables: Tables, merged: shards.Merged, table: str, run_id: str
+) -> None:
+    """An index of nothing is an error, with the rejected rows recorded to say why."""
     if merged.index.ntotal == 0:
         record_errors(spark, tables, merged.errors, table, run_id)
         eg = merged.errors.slice(0, 3).to_pylist()
         raise IndexBuildError(
             f"every chunk row was rejected ({merged.errors.num_rows}, see {INGEST_ERRORS}), e.g. {eg}"
         )
-    source = {
-        "table": table,
-        "name": tables.full_name(table),
-        "path": tables.location(table),
-        "version": version,
-    }
-    manifest = store.make_manifest(
-        plan,
-        merged.index,
-        model,
-        source,
-        shards=merged.shards,
-        nprobe=cfg.nprobe,
-        rejected=merged.errors.num_rows,
-        config=config_fingerprint(cfg),
-        build_seconds=round(time.perf_counter() - t0, 3),
-    )
-    manifest["run_id"] = run_id  # the run_id of this build's rows in ingest_errors
-    t = time.perf_counter()
-    build_dir = store.save_build(root, merged.index, merged.rows, manifest, keyword=keyword.write_index)
-    timings["save_s"] = time.perf_counter() - t
-    record_errors(spark, tables, merged.errors, table, run_id)
-    report = _report(
-        store.read_manifest(build_dir),
-        str(build_dir),
-        False,
-        time.perf_counter() - t0,
-        rejected=merged.errors.num_rows,
-        rejected_examples=merged.errors.slice(0, MAX_EXAMPLES).to_pylist(),
-        timings={k: round(v, 3) for k, v in timings.items()},
-    )
-    log.info("%s", report)
-    return report

@@ -81,6 +81,15 @@ def remember_jars(spark: SparkSession) -> None:
             record.write_text("\n".join(jars) + "\n", encoding="utf-8")
 
 
+def submit_args() -> list[str]:
+    """``spark-submit`` options that put Delta's jars on the driver's classpath: the JVM is
+    started before any Python runs, so a session cannot add them itself there."""
+    jars = delta_jars_conf()
+    if "spark.jars" in jars:
+        return ["--jars", jars["spark.jars"]]
+    return ["--packages", jars["spark.jars.packages"]]
+
+
 def local_conf(settings: Settings) -> dict[str, str]:
     """Spark settings of a session Lakechain starts itself (never applied to an active one)."""
     cfg = settings.spark

@@ -101,7 +101,19 @@ class Tables:
             self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
         else:
             root = os.path.abspath(self.storage.root)
-            self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)} LOCATION {sql_string(root)}")
+            try:
+                self.spark.sql(
+                    f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)} LOCATION {sql_string(root)}"
+                )
+            except Exception as exc:
+                if "DeltaCatalog" not in str(exc):
+                    raise
+                from lakechain.storage.session import submit_args
+
+                raise StorageRootError(
+                    "Delta Lake's jars are not on this Spark session's classpath; with spark-submit pass "
+                    + " ".join(submit_args()[:1] + [submit_args()[1][:200]])
+                ) from None
             self._check_location(root)
             self._adopt_unregistered(root)
         self._schema_ready = True
