@@ -94,8 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     for noisy in ("py4j", "httpx", "openai", "urllib3", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     ctx = Context(argv)
@@ -318,6 +319,14 @@ def cmd_ask(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
+    from lakechain.index import store
+
+    manifest = store.current_manifest(store.index_root(os.path.abspath(settings.storage.files_root)))
+    warning = store.staleness(
+        manifest, store.delta_log_version(((manifest or {}).get("source") or {}).get("path"))
+    )
+    if warning:
+        print(f"lakechain: warning: {warning}", file=sys.stderr)
     print(result["answer"])
     for i, src in enumerate(result.get("sources", []), 1):
         print(f"  [{i}] {src['doc_id']} ({src['score']:.3f}): {src.get('snippet', '')}")

@@ -12,6 +12,7 @@ import pytest
 from lakechain.embed import stage as embed_stage
 from lakechain.embed.chunking import vector_id
 from lakechain.embed.stage import run_embed
+from lakechain.errors import UserError
 from lakechain.testing.openai_server import FakeOpenAIServer
 
 SEED = [
@@ -197,3 +198,50 @@ def test_table_corpus_and_model_switch(spark, settings, tables, tmp_path, chunks
         settings.corpus.max_delete_fraction = 1.0  # this switch deletes both earlier documents on purpose
         r3 = run_embed(spark, settings, tables, progress=False)
         assert (r3.documents_seen, r3.chunks_embedded, r3.chunks_removed) == (1, 1, 2)
+
+
+def _two_documents(tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, t in enumerate(SEED[:2]):
+        (corpus / f"doc{i}.txt").write_text(t)
+    return corpus
+
+
+def test_an_empty_corpus_is_refused_before_anything_is_deleted(
+    spark, settings, tables, tmp_path, chunks_table
+):
+    settings.corpus.path = str(_two_documents(tmp_path))
+    run_embed(spark, settings, tables, progress=False)
+    before = tables.version("chunks")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    settings.corpus.path = str(empty)
+    with pytest.raises(
+        UserError, match=r"holds no documents.*delete the 2 documents.*corpus.allow_empty=true"
+    ):
+        run_embed(spark, settings, tables, progress=False)
+    assert tables.version("chunks") == before and chunks_table(tables)["n"] == 2
+
+
+def test_deleting_most_of_the_corpus_needs_the_override(spark, settings, tables, tmp_path):
+    corpus = _two_documents(tmp_path)
+    settings.corpus.path = str(corpus)
+    run_embed(spark, settings, tables, progress=False)
+    for f in corpus.iterdir():
+        f.unlink()
+    (corpus / "new.txt").write_text("Only a new document.")
+    with pytest.raises(UserError, match=r"would delete 2 of 2 documents.*corpus.max_delete_fraction=1"):
+        run_embed(spark, settings, tables, progress=False)
+    settings.corpus.max_delete_fraction = 1.0
+    assert run_embed(spark, settings, tables, progress=False).documents_deleted == 2
+
+
+def test_an_unknown_model_fails_before_any_write(spark, settings, tables, tmp_path):
+    settings.corpus.path = str(_two_documents(tmp_path))
+    run_embed(spark, settings, tables, progress=False)
+    before = tables.version("chunks")
+    settings.embedding.model = "all-mpnet-base-v2"
+    with pytest.raises(UserError, match="embedding.model 'all-mpnet-base-v2'"):
+        run_embed(spark, settings, tables, progress=False)
+    assert tables.version("chunks") == before

@@ -371,3 +371,15 @@ def test_killed_run_resumes_to_the_same_rows(spark, settings, tables, tmp_path, 
         save_index(settings, embedder)
         run_tasks(spark, settings, fresh, progress=False)
         assert _deterministic(results_rows(fresh)) == _deterministic(rows)
+
+
+def test_an_empty_task_input_runs_nothing_and_keeps_the_previous_bookkeeping(
+    spark, settings, tables, tmp_path, delta_rows
+):
+    settings.tasks.path = write_lines(tmp_path / "tasks.jsonl", [{"task_id": "p", "image_prompt": "A lake"}])
+    run_tasks(spark, settings, tables, progress=False)
+    before = tables.version("tasks")
+    settings.tasks.path = write_lines(tmp_path / "empty.jsonl", [])
+    report = run_tasks(spark, settings, tables, progress=False)
+    assert report.pending == 0 and "holds no tasks" in str(report)
+    assert tables.version("tasks") == before and [r["task_id"] for r in delta_rows(tables, "tasks")] == ["p"]

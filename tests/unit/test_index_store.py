@@ -179,3 +179,20 @@ def test_new_builds_switch_pointer_prune_old_ones_and_refresh_the_cache(tmp_path
     assert cached_a.table_version == 1  # an index already loaded keeps working
     assert search.cached_load(root) is search.cached_load(root)
     assert store.current_manifest(root)["source"]["version"] == 3
+
+
+def test_staleness_names_both_versions_and_the_fix(tmp_path):
+    from lakechain.index.store import delta_log_version, staleness
+
+    log = tmp_path / "chunks" / "_delta_log"
+    log.mkdir(parents=True)
+    for v in (0, 1, 2):
+        (log / f"{v:020d}.json").write_text("{}")
+    (log / "00000000000000000002.checkpoint.parquet").write_text("")
+    assert delta_log_version(tmp_path / "chunks") == 2 and delta_log_version(tmp_path / "nope") is None
+    manifest = {"source": {"table": "chunks", "version": 1}}
+    assert staleness(manifest, 2) == (
+        "the index was built from chunks v1, which is now at v2: answers miss what changed since; "
+        "run `lakechain index`"
+    )
+    assert staleness(manifest, 1) is None and staleness(None, 5) is None

@@ -133,6 +133,29 @@ def read_manifest(build: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def staleness(manifest: dict[str, Any] | None, latest_version: int | None) -> str | None:
+    """A warning when the table the index was built from has moved on since (new, changed
+    or deleted chunks are not searchable until ``lakechain index`` runs), else None."""
+    source = (manifest or {}).get("source") or {}
+    built = source.get("version")
+    if built is None or latest_version is None or latest_version <= int(built):
+        return None
+    return (
+        f"the index was built from {source.get('table', 'chunks')} v{built}, which is now at "
+        f"v{latest_version}: answers miss what changed since; run `lakechain index`"
+    )
+
+
+def delta_log_version(table_dir: str | os.PathLike[str] | None) -> int | None:
+    """The latest committed version of a local Delta table, read from its log's file names
+    (no Spark: ``lakechain ask`` starts none)."""
+    log = Path(table_dir) / "_delta_log" if table_dir else None
+    if log is None or not log.is_dir():
+        return None
+    versions = [int(p.stem) for p in log.glob("*.json") if p.stem.isdigit()]
+    return max(versions) if versions else None
+
+
 def current_manifest(root: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Manifest of the current build; None when there is none or it is unreadable."""
     try:

@@ -33,6 +33,7 @@ from lakechain.runtime.ids import new_run_id
 from lakechain.runtime.progress import Progress
 from lakechain.runtime.timer import Timer
 from lakechain.storage.schemas import (
+    CHUNKS,
     EXECUTOR_COLUMNS,
     RESULT_COLUMNS,
     RESULTS,
@@ -101,6 +102,13 @@ def run_tasks(
         from lakechain.chains.chat_models import chat_server  # a local LLM loads once, stops at the end
 
         build_dir, manifest = _index_for(tables, c["asking"])
+        if build_dir is not None:
+            from lakechain.index.store import staleness
+
+            stale = staleness(manifest, tables.version(CHUNKS))
+            if stale:
+                log.warning("%s", stale)
+                report.notes.append(stale)
         ctx = run_context(settings, report.run_id, manifest)
         with chat_server(settings.chat):
             _execute(spark, settings, tables, plan, ctx, build_dir, report, timer, progress)
