@@ -19,7 +19,7 @@ from PIL import Image
 
 from lakechain.index import store
 from lakechain.tasks.parse import TaskInputError
-from lakechain.tasks.stage import register_result_views, run_tasks
+from lakechain.tasks.stage import run_tasks
 from lakechain.testing.openai_server import FakeOpenAIServer
 
 CORPUS = [
@@ -148,7 +148,7 @@ def test_local_default_end_to_end(spark, settings, tables, tmp_path, results_row
     tasks = delta_rows(tables, "tasks")
     assert len(tasks) == 6 and sum(1 for t in tasks if t["parse_error"]) == 2
 
-    assert register_result_views(tables) == ["qa_results", "image_results"]
+    assert tables.ensure_views() == ["qa_results", "image_results"]
     qa_view, image_view = tables.full_name("qa_results"), tables.full_name("image_results")
     qa = {r["task_id"]: r for r in spark.sql(f"SELECT task_id, status, answer FROM {qa_view}").collect()}
     images = {

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from lakechain.config import Settings
 from lakechain.errors import SchemaMismatchError, StorageRootError, TableNotFoundError
+from lakechain.storage.schemas import RESULTS, VIEWS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -117,6 +118,16 @@ class Tables:
             self._check_location(root)
             self._adopt_unregistered(root)
         self._schema_ready = True
+        if self.spark.catalog.tableExists(self.full_name(RESULTS)):
+            self.ensure_views()
+
+    def ensure_views(self, replace: bool = False) -> list[str]:
+        """The SQL views over ``results`` (``storage.schemas.VIEWS``), created where missing
+        (or replaced): views are metastore entries only, so a new metastore needs them anew."""
+        for name, body in VIEWS.items():
+            if replace or not self.spark.catalog.tableExists(self.full_name(name)):
+                self.create_view(name, body.format(results=quote(self.full_name(RESULTS))))
+        return list(VIEWS)
 
     def _check_location(self, root: str) -> None:
         """One schema, one root: a session whose metastore already maps this schema to another

@@ -10,8 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from lakechain.storage.schemas import INPUT_COLUMNS, RESULT_COLUMNS, RESULTS, VIEWS, names
-from lakechain.storage.tables import quote
+from lakechain.storage.schemas import INPUT_COLUMNS, RESULT_COLUMNS, names
 from lakechain.tasks.execute import ERROR, SKIPPED, TaskOutcome
 
 RESULT_NAMES = names(RESULT_COLUMNS)
@@ -122,16 +121,3 @@ def parse_error_row(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         "run_id": ctx.run_id,
         "created_at": _now(),
     }
-
-
-# --- SQL views -----------------------------------------------------------------------------
-
-
-def register_result_views(tables: Any) -> list[str]:
-    """``qa_results`` and ``image_results`` over ``results`` as persistent views in the schema
-    (readable by name from any session, as the tables are). None before ``results`` exists."""
-    if not tables.exists(RESULTS):
-        return []
-    for name, body in VIEWS.items():
-        tables.create_view(name, body.format(results=quote(tables.full_name(RESULTS))))
-    return list(VIEWS)

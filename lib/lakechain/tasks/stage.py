@@ -47,7 +47,7 @@ from lakechain.tasks.input import read_tasks
 from lakechain.tasks.parse import TaskInputError
 from lakechain.tasks.ratelimit import concurrent_partitions
 from lakechain.tasks.report import RunReport, error_kind
-from lakechain.tasks.results import INVALID_INPUT, RunContext, register_result_views
+from lakechain.tasks.results import INVALID_INPUT, RunContext
 from lakechain.tasks.worker import make_partition_fn, worker_settings
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from lakechain.storage.tables import Tables
 
-__all__ = ["RunReport", "TaskInputError", "register_result_views", "run_tasks"]
+__all__ = ["RunReport", "TaskInputError", "run_tasks"]
 
 log = logging.getLogger(__name__)
 RESULT_NAMES = names(RESULT_COLUMNS)
@@ -117,7 +117,8 @@ def run_tasks(
     report.results_ok = c["done_ok"] + report.ok
     report.results_error = c["done_error"] + report.error
     with timer.step("finish"):
-        register_result_views(tables)
+        if tables.exists(RESULTS):
+            tables.ensure_views(replace=True)  # persistent views for SQL users
     report.timings, report.wall_s = timer.steps, timer.elapsed
     return report
 
