@@ -70,7 +70,8 @@ def test_pipeline_answers_every_sample_task_with_the_local_llm(llm_lake, capsys)
     root, state, args = llm_lake
     assert not supervisors(state), "the run's hold ended: its server must be stopped"
     columns = ("task_id, question, answer, sources, qa_status, image_status, image_prompt_used, "
-               "length(image_png) AS png, prompt_tokens, completion_tokens, chat_model, error")  # fmt: skip
+               "image_bytes AS png, prompt_tokens, completion_tokens, chat_model, error, grounded_share, "
+               "not_grounded")  # fmt: skip
     rows = _rows(args, capsys, f"SELECT {columns} FROM results")
     lines = [json.loads(x) for x in (REPO / "data" / "tasks.jsonl").read_text().splitlines() if x.strip()]
     assert len(rows) == len(lines)
@@ -83,6 +84,8 @@ def test_pipeline_answers_every_sample_task_with_the_local_llm(llm_lake, capsys)
         assert r["chat_model"] == MODEL, task_id
         # Real token counts from llama.cpp: the prompt alone is hundreds of tokens.
         assert r["prompt_tokens"] > 50 and r["completion_tokens"] > 0, task_id
+        # The guard's verdict is in the row: a share of supported sentences, and the flag.
+        assert 0.0 <= r["grounded_share"] <= 1.0 and isinstance(r["not_grounded"], bool), task_id
     multi = next(r for r in rows.values() if r["question"] == "Tell me about LangChain.")
     assert (multi["qa_status"], multi["image_status"]) == ("ok", "ok") and multi["png"] > 0
     illustrated = rows["embeddings"]

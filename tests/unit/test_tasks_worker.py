@@ -78,3 +78,25 @@ def test_parse_error_row_carries_the_reason():
     assert row["status"] == row["qa_status"] == row["image_status"] == "error"
     assert "invalid task input: line 1: qa.question is empty" == row["error"]
     assert row["task_id"] == task.task_id and row["input_hash"] == task.input_hash
+
+
+def test_outcome_row_carries_the_groundedness_verdict_and_image_facts():
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + b"\x00\x00\x00\rIHDR"
+        + (64).to_bytes(4, "big")
+        + (32).to_bytes(4, "big")
+        + b"rest"
+    )
+    out = TaskOutcome("t2", answer="A [1]", qa_status="ok", grounded_share=0.5, not_grounded=True)
+    out.image_png, out.image_status = png, "ok"
+    task = {"task_id": "t2", "question": "Q?", "image_prompt": "P", "illustrate": False, "input_hash": "h"}
+    row = outcome_row(task, out, CTX)
+    assert (row["grounded_share"], row["not_grounded"]) == (0.5, True)
+    assert (row["image_width"], row["image_height"], row["image_bytes"], row["image_png"]) == (
+        64,
+        32,
+        len(png),
+        None,
+    )
+    assert outcome_row(task, out, CTX, keep_png=True)["image_png"] == png

@@ -126,6 +126,8 @@ RESULT_COLUMNS: Columns = [
     ("image_error", "string"),
     ("status", "string"),
     ("error", "string"),
+    ("grounded_share", "double"),
+    ("not_grounded", "boolean"),
     ("attempts", "int"),
     ("prompt_tokens", "bigint"),
     ("completion_tokens", "bigint"),
@@ -158,7 +160,8 @@ IMAGE_RESULTS = "image_results"
 VIEWS = {
     QA_RESULTS: """
 SELECT task_id, question, answer, sources, qa_status AS status, qa_error AS error,
-       prompt_tokens, completion_tokens, latency_ms, attempts, chat_model, embedding_model,
+       grounded_share, not_grounded, prompt_tokens, completion_tokens, latency_ms, attempts, chat_model,
+       embedding_model,
        index_checksum, index_table_version, run_id, created_at
 FROM {results} WHERE qa_status <> 'skipped'
 """,

@@ -42,6 +42,9 @@ class QAResult:
     model: str
     not_in_context: bool = False
     """The model said the context does not answer the question (nothing to illustrate)."""
+    grounded_share: float | None = None
+    """Share of the answer's sentences supported by the passages they cite (None: not checked)."""
+    not_grounded: bool = False
 
 
 @dataclass
@@ -90,6 +93,8 @@ class TaskOutcome:
     latency_ms: int = 0
     chat_model: str | None = None
     image_model: str | None = None
+    grounded_share: float | None = None
+    not_grounded: bool | None = None
 
     @property
     def status(self) -> str:
@@ -210,6 +215,7 @@ class _Runner:
         self.settle(limited, estimate, qa.usage)
         out.add_usage(qa.usage)
         out.answer, out.sources, out.chat_model, out.qa_status = qa.answer, qa.sources, qa.model, OK
+        out.grounded_share, out.not_grounded = qa.grounded_share, qa.not_grounded
         return qa
 
     def _image(self, task: TaskInput, qa: QAResult | None, out: TaskOutcome) -> None:

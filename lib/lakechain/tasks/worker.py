@@ -55,7 +55,11 @@ class ChainServices:
     def answer(self, question: str, docs: list[Any]) -> QAResult:
         r = self.chains.answer.invoke({"question": question, "docs": docs})
         usage, model = r.get("usage") or {}, r.get("model") or ""
-        return QAResult(r["answer"], r["sources"], usage, model, bool(r.get("not_in_context")))
+        share = r.get("grounded_share")
+        return QAResult(
+            r["answer"], r["sources"], usage, model, bool(r.get("not_in_context")),
+            None if share is None else float(share), bool(r.get("not_grounded")),
+        )  # fmt: skip
 
     def illustration_prompt(
         self, question: str, qa: QAResult, hint: str | None
