@@ -139,3 +139,9 @@ def test_table_rows_ignore_bookkeeping_columns_and_nulls():
     assert (t2.question, t2.image_prompt, t2.parse_error) == (None, "A lake", None)
     assert "neither a question nor an image prompt" in (t3.parse_error or "")
     assert json.loads(t1.raw) == {"task_id": "r1", "question": "What is Spark?"}
+
+
+def test_fixing_an_invalid_line_changes_its_input_hash_so_it_runs_again():
+    (broken,) = parse_lines(['{"task_id": "invalid", "question": ""}'], 100)
+    (fixed,) = parse_lines(['{"task_id": "invalid", "question": "now fine"}'], 100)
+    assert broken.parse_error and not fixed.parse_error and broken.input_hash != fixed.input_hash

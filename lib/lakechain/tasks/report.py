@@ -1,55 +1,13 @@
-"""Run planning, progress lines and the end-of-run report (pure).
+"""The task stage's end-of-run report and how errors are grouped in it (pure).
 
-Why here and not in the Spark layer: which tasks a run must process is the heart of the
-exactly-once guarantee, so it is a pure function of (tasks, existing results, flags) with
-its own tests; progress and the report are plain counters that need no cluster.
+Which tasks a run executes is decided on the cluster (``stage._pending``, a join of
+``tasks`` with ``results``); progress lines come from ``runtime.progress``.
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, TextIO
-
-from lakechain.tasks.parse import ParsedTask
-
-
-@dataclass
-class Plan:
-    pending: list[ParsedTask]
-    """Tasks this run executes (parse-error tasks included: they become error rows)."""
-    done_ok: int = 0
-    """Tasks skipped because they already have an ok result for their current input."""
-    done_error: int = 0
-    """Tasks skipped because their last result is an error and ``retry_failed`` is off."""
-
-
-def plan_run(
-    tasks: Iterable[ParsedTask],
-    existing: Mapping[str, tuple[str | None, str | None]],
-    retry_failed: bool = False,
-    force: bool = False,
-) -> Plan:
-    """Choose the tasks to run from ``existing`` = ``{task_id: (input_hash, status)}`` of ``results``.
-
-    A task runs when it has no result, its input changed since (another ``input_hash``),
-    ``force`` is set, or its result is an error and ``retry_failed`` is set. An ok result
-    for the current input is never recomputed without ``force``.
-    """
-    plan = Plan([])
-    for t in tasks:
-        prev = existing.get(t.task_id)
-        if force or prev is None or prev[0] != t.input_hash:
-            plan.pending.append(t)
-        elif prev[1] == "ok":
-            plan.done_ok += 1
-        elif retry_failed:
-            plan.pending.append(t)
-        else:
-            plan.done_error += 1
-    return plan
+from typing import Any
 
 
 @dataclass
@@ -120,42 +78,3 @@ def error_kind(message: str | None) -> str:
         return "unknown"
     parts = message.split(";")[0].split(":", 2)
     return ":".join(parts[:2]).strip()[:80]
-
-
-class Progress:
-    """Progress lines on stderr: done/total, ok/error, tokens, rate and ETA."""
-
-    def __init__(
-        self,
-        total: int,
-        *,
-        stream: TextIO | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        enabled: bool = True,
-    ) -> None:
-        self.total = total
-        self.done = self.ok = self.error = self.tokens = 0
-        self._stream = stream
-        self._clock = clock
-        self._start = clock()
-        self.enabled = enabled
-
-    def update(self, ok: int, error: int, tokens: int) -> str:
-        self.ok += ok
-        self.error += error
-        self.done += ok + error
-        self.tokens += tokens
-        line = self.line()
-        if self.enabled:
-            print(line, file=self._stream or sys.stderr, flush=True)
-        return line
-
-    def line(self) -> str:
-        elapsed = max(1e-9, self._clock() - self._start)
-        rate = self.done / elapsed
-        remaining = max(0, self.total - self.done)
-        eta = f"{remaining / rate:.0f}s" if rate > 0 and remaining else ("0s" if not remaining else "?")
-        return (
-            f"[run-tasks] {self.done}/{self.total} tasks, {self.ok} ok, {self.error} error, "
-            f"{self.tokens} tokens, {rate:.1f} tasks/s, elapsed {elapsed:.0f}s, ETA {eta}"
-        )
