@@ -110,92 +110,141 @@ def _mix(a: tuple[int, int, int], b: tuple[int, int, int], t: float) -> tuple[in
     return (int(a[0] + (b[0] - a[0]) * t), int(a[1] + (b[1] - a[1]) * t), int(a[2] + (b[2] - a[2]) * t))
 
 
+@dataclass
+class _Canvas:
+    """What every motif painter needs: the drawing, its size, the palette and the prompt's rng."""
+
+    draw: Any
+    rng: random.Random
+    width: int
+    height: int
+    palette: tuple[Any, Any, Any, Any]
+
+    @property
+    def ground(self) -> int:
+        return int(self.height * 0.78)
+
+
 def render_png(prompt: str, width: int = 512, height: int = 512, caption: bool = True) -> bytes:
-    """A deterministic illustration of ``prompt`` as PNG bytes of exactly ``width``×``height``."""
-    from PIL import Image, ImageDraw, ImageFont
+    """A deterministic illustration of ``prompt`` as PNG bytes of exactly ``width``×``height``:
+    a gradient sky, then the motifs the prompt names, in a fixed order, then the caption."""
+    from PIL import Image, ImageDraw
 
     seed = int.from_bytes(hashlib.sha256(prompt.encode("utf-8")).digest()[:8], "big")
-    rng = random.Random(seed)
-    bg0, bg1, accent, accent2 = _PALETTES[seed % len(_PALETTES)]
+    palette = _PALETTES[seed % len(_PALETTES)]
     img = Image.new("RGB", (width, height))
-    draw = ImageDraw.Draw(img)
+    c = _Canvas(ImageDraw.Draw(img), random.Random(seed), width, height, palette)
     for y in range(height):  # vertical gradient sky
-        draw.line([(0, y), (width, y)], fill=_mix(bg0, bg1, y / max(1, height - 1)))
+        c.draw.line([(0, y), (width, y)], fill=_mix(palette[0], palette[1], y / max(1, height - 1)))
     motifs = motifs_for(prompt)
-    ground = int(height * 0.78)
-
     if "sun" in motifs or not motifs:
-        r = int(min(width, height) * rng.uniform(0.08, 0.16))
-        cx, cy = int(width * rng.uniform(0.15, 0.85)), int(height * rng.uniform(0.12, 0.35))
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=accent)
-    if not motifs:  # abstract composition seeded by the prompt
-        for _ in range(6 + rng.randrange(6)):
-            x, y = rng.randrange(width), rng.randrange(height)
-            s = int(min(width, height) * rng.uniform(0.05, 0.2))
-            colour = _mix(accent, accent2, rng.random())
-            if rng.random() < 0.5:
-                draw.ellipse([x - s, y - s, x + s, y + s], outline=colour, width=max(2, s // 8))
-            else:
-                draw.regular_polygon((x, y, s), n_sides=3 + rng.randrange(4), fill=colour)
+        _sun(c)
+    if not motifs:
+        _abstract(c)
     if "city" in motifs or "data" in motifs:
-        x = 0
-        while x < width:
-            w = int(width * rng.uniform(0.05, 0.12))
-            h = int(height * rng.uniform(0.2, 0.55))
-            shade = _mix(bg0, (10, 10, 10), 0.5)
-            draw.rectangle([x, ground - h, x + w - 2, ground], fill=shade)
-            for wy in range(ground - h + 6, ground - 6, max(8, height // 40)):  # lit windows
-                for wx in range(x + 4, x + w - 6, max(8, width // 50)):
-                    if rng.random() < 0.45:
-                        draw.rectangle([wx, wy, wx + 3, wy + 4], fill=accent)
-            x += w
-        draw.rectangle([0, ground, width, height], fill=_mix(bg0, (0, 0, 0), 0.6))
-    if "data" in motifs and "city" not in motifs:  # bar chart on the ground
-        bars = 5 + rng.randrange(4)
-        bw = width // (bars * 2)
-        for i in range(bars):
-            h = int(height * rng.uniform(0.1, 0.4))
-            x0 = int(width * 0.1) + i * 2 * bw
-            draw.rectangle([x0, ground - h, x0 + bw, ground], fill=_mix(accent, accent2, i / bars))
+        _city(c)
+    if "data" in motifs and "city" not in motifs:
+        _bars(c)
     if "vehicles" in motifs:
-        for _ in range(3 + rng.randrange(3)):
-            cx, cy = rng.randrange(width), int(height * rng.uniform(0.15, 0.6))
-            s = int(min(width, height) * rng.uniform(0.03, 0.06))
-            draw.ellipse([cx - 2 * s, cy - s // 2, cx + 2 * s, cy + s // 2], fill=accent2)
-            draw.ellipse([cx - s, cy - s, cx + s, cy], fill=_mix(accent2, (255, 255, 255), 0.5))
-            draw.line([cx - 4 * s, cy + s // 3, cx - 2 * s, cy], fill=accent, width=max(1, s // 4))
+        _vehicles(c)
     if "diagram" in motifs:
-        n = 4 + rng.randrange(3)
-        hx, hy, rad = width / 2.0, height * 0.42, min(width, height) * 0.28
-        nodes = [
-            (hx + rad * math.cos(2 * math.pi * i / n), hy + rad * math.sin(2 * math.pi * i / n))
-            for i in range(n)
-        ]
-        lw = max(2, width // 150)
-        for i, (nx0, ny0) in enumerate(nodes):
-            nx1, ny1 = nodes[(i + 1) % n]
-            draw.line([nx0, ny0, nx1, ny1], fill=accent, width=lw)
-            draw.line([nx0, ny0, hx, hy], fill=_mix(accent, bg1, 0.5), width=max(1, lw // 2))
-        s = int(min(width, height) * 0.05)
-        for i, (nx, ny) in enumerate(nodes):
-            draw.rounded_rectangle([nx - s, ny - s * 0.7, nx + s, ny + s * 0.7], radius=s // 3, fill=accent2)
-            draw.text((nx, ny), str(i + 1), fill=bg0, anchor="mm")
-        draw.ellipse([hx - s, hy - s, hx + s, hy + s], fill=accent)
-
+        _diagram(c)
     if caption and prompt.strip():
-        size = max(10, min(width, height) // 28)
-        font = ImageFont.load_default(size=size)
-        chars = max(10, int(width / (size * 0.55)))
-        lines = textwrap.wrap(" ".join(prompt.split()), chars)[:3]
-        band = (len(lines) * (size + 4)) + 10
-        overlay = Image.new("RGBA", (width, band), (0, 0, 0, 150))
-        img.paste(overlay, (0, height - band), overlay)
-        for i, line in enumerate(lines):
-            draw.text((8, height - band + 5 + i * (size + 4)), line, fill=(255, 255, 255), font=font)
-
+        _caption(img, c, prompt)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
+
+
+def _sun(c: _Canvas) -> None:
+    r = int(min(c.width, c.height) * c.rng.uniform(0.08, 0.16))
+    cx, cy = int(c.width * c.rng.uniform(0.15, 0.85)), int(c.height * c.rng.uniform(0.12, 0.35))
+    c.draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=c.palette[2])
+
+
+def _abstract(c: _Canvas) -> None:
+    """Shapes seeded by the prompt, for a prompt that names no motif."""
+    accent, accent2 = c.palette[2], c.palette[3]
+    for _ in range(6 + c.rng.randrange(6)):
+        x, y = c.rng.randrange(c.width), c.rng.randrange(c.height)
+        s = int(min(c.width, c.height) * c.rng.uniform(0.05, 0.2))
+        colour = _mix(accent, accent2, c.rng.random())
+        if c.rng.random() < 0.5:
+            c.draw.ellipse([x - s, y - s, x + s, y + s], outline=colour, width=max(2, s // 8))
+        else:
+            c.draw.regular_polygon((x, y, s), n_sides=3 + c.rng.randrange(4), fill=colour)
+
+
+def _city(c: _Canvas) -> None:
+    """A skyline with lit windows, on dark ground."""
+    bg0, accent, ground = c.palette[0], c.palette[2], c.ground
+    x = 0
+    while x < c.width:
+        w = int(c.width * c.rng.uniform(0.05, 0.12))
+        h = int(c.height * c.rng.uniform(0.2, 0.55))
+        c.draw.rectangle([x, ground - h, x + w - 2, ground], fill=_mix(bg0, (10, 10, 10), 0.5))
+        for wy in range(ground - h + 6, ground - 6, max(8, c.height // 40)):
+            for wx in range(x + 4, x + w - 6, max(8, c.width // 50)):
+                if c.rng.random() < 0.45:
+                    c.draw.rectangle([wx, wy, wx + 3, wy + 4], fill=accent)
+        x += w
+    c.draw.rectangle([0, ground, c.width, c.height], fill=_mix(bg0, (0, 0, 0), 0.6))
+
+
+def _bars(c: _Canvas) -> None:
+    """A bar chart standing on the ground."""
+    bars = 5 + c.rng.randrange(4)
+    bw = c.width // (bars * 2)
+    for i in range(bars):
+        h = int(c.height * c.rng.uniform(0.1, 0.4))
+        x0 = int(c.width * 0.1) + i * 2 * bw
+        c.draw.rectangle(
+            [x0, c.ground - h, x0 + bw, c.ground], fill=_mix(c.palette[2], c.palette[3], i / bars)
+        )
+
+
+def _vehicles(c: _Canvas) -> None:
+    accent, accent2 = c.palette[2], c.palette[3]
+    for _ in range(3 + c.rng.randrange(3)):
+        cx, cy = c.rng.randrange(c.width), int(c.height * c.rng.uniform(0.15, 0.6))
+        s = int(min(c.width, c.height) * c.rng.uniform(0.03, 0.06))
+        c.draw.ellipse([cx - 2 * s, cy - s // 2, cx + 2 * s, cy + s // 2], fill=accent2)
+        c.draw.ellipse([cx - s, cy - s, cx + s, cy], fill=_mix(accent2, (255, 255, 255), 0.5))
+        c.draw.line([cx - 4 * s, cy + s // 3, cx - 2 * s, cy], fill=accent, width=max(1, s // 4))
+
+
+def _diagram(c: _Canvas) -> None:
+    """Numbered nodes on a ring, linked to each other and to a hub."""
+    bg0, bg1, accent, accent2 = c.palette
+    n = 4 + c.rng.randrange(3)
+    hx, hy, rad = c.width / 2.0, c.height * 0.42, min(c.width, c.height) * 0.28
+    nodes = [
+        (hx + rad * math.cos(2 * math.pi * i / n), hy + rad * math.sin(2 * math.pi * i / n)) for i in range(n)
+    ]
+    lw = max(2, c.width // 150)
+    for i, (nx0, ny0) in enumerate(nodes):
+        nx1, ny1 = nodes[(i + 1) % n]
+        c.draw.line([nx0, ny0, nx1, ny1], fill=accent, width=lw)
+        c.draw.line([nx0, ny0, hx, hy], fill=_mix(accent, bg1, 0.5), width=max(1, lw // 2))
+    s = int(min(c.width, c.height) * 0.05)
+    for i, (nx, ny) in enumerate(nodes):
+        c.draw.rounded_rectangle([nx - s, ny - s * 0.7, nx + s, ny + s * 0.7], radius=s // 3, fill=accent2)
+        c.draw.text((nx, ny), str(i + 1), fill=bg0, anchor="mm")
+    c.draw.ellipse([hx - s, hy - s, hx + s, hy + s], fill=accent)
+
+
+def _caption(img: Any, c: _Canvas, prompt: str) -> None:
+    """The prompt, wrapped on a translucent band at the bottom."""
+    from PIL import Image, ImageFont
+
+    size = max(10, min(c.width, c.height) // 28)
+    font = ImageFont.load_default(size=size)
+    lines = textwrap.wrap(" ".join(prompt.split()), max(10, int(c.width / (size * 0.55))))[:3]
+    band = (len(lines) * (size + 4)) + 10
+    overlay = Image.new("RGBA", (c.width, band), (0, 0, 0, 150))
+    img.paste(overlay, (0, c.height - band), overlay)
+    for i, line in enumerate(lines):
+        c.draw.text((8, c.height - band + 5 + i * (size + 4)), line, fill=(255, 255, 255), font=font)
 
 
 class LocalImageRenderer:
