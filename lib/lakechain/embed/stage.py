@@ -202,6 +202,9 @@ def _plan(
             summary.crossJoin(to_embed.agg(F.count(F.lit(1)).alias("new")))
             .crossJoin(snap.agg(F.count(F.when(F.col("model") != F.lit(name), 1)).alias("other")))
             .crossJoin(stale.agg(F.count(F.lit(1)).alias("stale")))
+            .crossJoin(
+                snap.groupBy("chunk_id").count().agg(F.count(F.when(F.col("count") > 1, 1)).alias("dupes"))
+            )
             .crossJoin(_document_counts(docs, existing, to_embed, stale))
         )
     prev_docs = tables.read(DOCUMENTS) if tables.exists(DOCUMENTS) else None
@@ -321,6 +324,10 @@ def _commit_batch(
 
 def _remove_replaced(tables: Tables, plan: _Plan, name: str, report: EmbedReport) -> None:
     """After the new vectors are committed: drop other models' chunks, then stale chunks."""
+    dupes = int(plan.counts.get("dupes") or 0)
+    if dupes:  # left by an earlier version or a writer outside Lakechain: keep one row per chunk
+        tables.write(tables.read(CHUNKS).dropDuplicates(["chunk_id"]), CHUNKS, "overwrite")
+        report.notes.append(f"repaired {dupes} chunk ids that had more than one row")
     other = int(plan.counts.get("other") or 0)
     if other:
         tables.delete_other(CHUNKS, "model", name)
