@@ -22,7 +22,8 @@ def test_remote_endpoint_without_its_settings_fails_at_start(capsys):
 
 
 def test_stage_errors_the_user_fixes_are_one_clear_line(tmp_path, capsys):
-    argv = ["run-tasks", "--set", f"storage.root={tmp_path}", "--set", f"tasks.path={tmp_path}/none.jsonl"]
+    argv = ["run-tasks", "--set", f"storage.root={tmp_path}", "--set", f"tasks.path={tmp_path}/none.jsonl",
+            "--set", "storage.schema=cli_stage_errors"]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("lakechain: ") and "Traceback" not in err
