@@ -65,6 +65,16 @@ def tables(spark, settings):
     return Tables(spark, settings)
 
 
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[Any]:
+    """One OpenAI-compatible test server per module (embeddings, chat, images, fault switches);
+    tests reset it with ``srv.reset()`` (see the modules' ``srv`` fixtures)."""
+    from lakechain.testing.openai_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(retry_after="0.01") as server:
+        yield server
+
+
 @pytest.fixture
 def delta_rows() -> Callable[[Any, str], list[dict[str, Any]]]:
     """Rows of a table as an independent Delta reader (delta-rs) sees them, by its location:

@@ -16,7 +16,7 @@ from lakechain.embed.embedders import (
     make_embedder,
     model_name,
 )
-from lakechain.testing.openai_server import FakeOpenAIServer, fake_embedding
+from lakechain.testing.openai_server import fake_embedding
 
 SEED = [
     "Azure Databricks is a fast, easy, and collaborative Apache Spark-based analytics platform.",
@@ -31,9 +31,8 @@ def local():
 
 
 @pytest.fixture(scope="module")
-def srv():
-    with FakeOpenAIServer(retry_after="0.01") as s:
-        yield s
+def srv(fake_openai):
+    return fake_openai
 
 
 @pytest.fixture(autouse=True)

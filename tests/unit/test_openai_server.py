@@ -14,13 +14,12 @@ import openai
 import pytest
 from PIL import Image
 
-from lakechain.testing.openai_server import FakeOpenAIServer, default_chat_reply
+from lakechain.testing.openai_server import default_chat_reply
 
 
 @pytest.fixture(scope="module")
-def srv():
-    with FakeOpenAIServer(retry_after="0.01") as s:
-        yield s
+def srv(fake_openai):
+    return fake_openai
 
 
 @pytest.fixture(autouse=True)
