@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import yaml
+from test_pipeline_e2e import _env
 from test_tasks_stage import remote, save_index, write_lines
 
 from lakechain.embed.embedders import make_embedder
@@ -34,13 +35,14 @@ def test_sigkilled_job_resumes_to_every_row_once(spark, settings, tables, tmp_pa
         settings.tasks.max_concurrency = 4
         settings.tasks.partitions = 2
         settings.spark.master = "local[2]"
+        settings.spark.remote = None  # spark-submit runs a classic driver
         save_index(settings, make_embedder(settings.embedding))
         records = [{"task_id": f"s{i:03d}", "question": f"Question {i} about Spark?"} for i in range(240)]
         settings.tasks.path = write_lines(tmp_path / "tasks.jsonl", records)
         config = tmp_path / "run.yaml"
         config.write_text(yaml.safe_dump(settings.safe_dump()))
 
-        env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+        env = {**_env()}
         spark_submit = Path(sys.executable).parent / "spark-submit"
         proc = subprocess.Popen(
             [

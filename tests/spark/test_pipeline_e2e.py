@@ -21,21 +21,25 @@ def _sql_blocks() -> list[tuple[str, str]]:
     return re.findall(r"<!-- sql: ([\w-]+) -->\s*```sql\n(.*?)```", text, flags=re.S)
 
 
+CONNECT_ENV = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE")
+"""Set in this process by a local Spark Connect session; a child must start its own Spark."""
+
+
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = {k: v for k, v in os.environ.items() if k not in CONNECT_ENV}
+    return {**env, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
 
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory, spark):
-    """The README's main command in a process of its own (on Spark Connect when the suite runs
-    there): its tables land in the root's own metastore, as a user's would."""
+    """The README's main command in a process of its own: its tables land in the root's own
+    metastore, as a user's would. (On the Spark Connect job the stages run on Connect in the
+    suite's own session; a second local Connect server would need the first one's port.)"""
     root = tmp_path_factory.mktemp("pipeline") / "lake"
     args = ["--config", "conf/local.yaml", "--set", f"storage.root={root}", "--set", "storage.schema=e2e"]
-    remote = os.environ.get("LAKECHAIN_TEST_REMOTE")
-    extra = ["--set", f"spark.remote={remote}"] if remote else []
     lakechain = Path(sys.executable).parent / "lakechain"
     proc = subprocess.run(
-        [str(lakechain), "pipeline", *args, *extra, "--set", "spark.master=local[2]"],
+        [str(lakechain), "pipeline", *args, "--set", "spark.master=local[2]", "--set", "spark.remote=null"],
         cwd=REPO,
         env=_env(),
         capture_output=True,
