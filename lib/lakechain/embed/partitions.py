@@ -2,8 +2,8 @@
 
 Failures are data, not exceptions: a document that cannot be chunked, or a batch the
 embedding provider refuses after its retries, becomes a row whose ``error`` says why. The
-stage splits those rows off by that column (no accumulators: they do not exist on Spark
-Connect), so one bad batch never fails the job and nothing is lost.
+stage splits those rows off by that column (Spark Connect has no Accumulators to collect
+them), so one bad batch never fails the job and nothing is lost.
 """
 
 from __future__ import annotations

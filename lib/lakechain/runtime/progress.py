@@ -2,7 +2,7 @@
 
 Why driver-side counts: stages commit in batches, and after each batch the driver knows
 exactly what was done from the batch's own summary row. That works the same on a classic
-session and on Spark Connect, where accumulators and the SparkContext do not exist.
+session and on Spark Connect, which has no SparkContext (so no Accumulators either).
 """
 
 from __future__ import annotations
