@@ -67,12 +67,19 @@ def tables(spark, settings):
 
 @pytest.fixture(scope="module")
 def fake_openai() -> Iterator[Any]:
-    """One OpenAI-compatible test server per module (embeddings, chat, images, fault switches);
-    tests reset it with ``srv.reset()`` (see the modules' ``srv`` fixtures)."""
+    """One OpenAI-compatible test server per module (embeddings, chat, images, fault switches)."""
     from lakechain.testing.openai_server import FakeOpenAIServer
 
     with FakeOpenAIServer(retry_after="0.01") as server:
         yield server
+
+
+@pytest.fixture
+def srv(fake_openai) -> Iterator[Any]:
+    """The module's test server with its counters and fault switches reset around the test."""
+    fake_openai.reset()
+    yield fake_openai
+    fake_openai.reset()
 
 
 @pytest.fixture

@@ -30,16 +30,6 @@ def local():
     return cached_embedder(EmbeddingConfig())
 
 
-@pytest.fixture(scope="module")
-def srv(fake_openai):
-    return fake_openai
-
-
-@pytest.fixture(autouse=True)
-def _clean(srv):
-    srv.reset()
-
-
 def remote(srv, **kw) -> EmbeddingConfig:
     base = {"provider": "openai_compatible", "model": "fake-embed", "base_url": srv.url, "max_retries": 2}
     return EmbeddingConfig(**(base | kw))

@@ -17,18 +17,6 @@ from PIL import Image
 from lakechain.testing.openai_server import default_chat_reply
 
 
-@pytest.fixture(scope="module")
-def srv(fake_openai):
-    return fake_openai
-
-
-@pytest.fixture(autouse=True)
-def _clean(srv):
-    srv.reset()
-    yield
-    srv.reset()
-
-
 def client(srv, **kw) -> openai.OpenAI:
     kw.setdefault("max_retries", 0)
     return openai.OpenAI(base_url=srv.url, api_key="test", **kw)
