@@ -10,7 +10,8 @@ import pytest
 
 from lakechain.chains.retriever import InMemorySearcher
 from lakechain.eval.metrics import EvalSetError
-from lakechain.eval.stage import EVAL_TABLE, run_eval
+from lakechain.eval.stage import run_eval
+from lakechain.storage.schemas import EVAL_RESULTS
 
 TEXTS = {
     "unittest.txt": "failureException is AssertionError, raised when a test assertion fails.",
@@ -59,7 +60,7 @@ def test_eval_writes_one_row_per_question_and_mode(spark, settings, tables, tmp_
         embedder=embedder,
     )
     assert report.rows == 9 and report.errors == 0 and report.table_version is not None
-    df = tables.read(EVAL_TABLE)
+    df = tables.read(EVAL_RESULTS)
     got = {(r["mode"], r["question_id"]): r for r in df.collect()}
     assert len(got) == 9 and {r["run_id"] for r in got.values()} == {report.run_id}
     a = got[("hybrid", "a")]
@@ -73,10 +74,10 @@ def test_eval_writes_one_row_per_question_and_mode(spark, settings, tables, tmp_
     for mode in ("dense", "keyword", "hybrid"):
         assert report.summaries[mode]["questions"] == 3
     assert report.summaries["hybrid"]["hit_at_1"] == 1.0
-    assert "hybrid" in str(report) and EVAL_TABLE in str(report)
+    assert "hybrid" in str(report) and EVAL_RESULTS in str(report)
     # a second run appends: runs compare with SQL
     run_eval(spark, settings, tables, str(questions), ["dense"], searcher=searcher, embedder=embedder)
-    assert tables.read(EVAL_TABLE).count() == 12
+    assert tables.read(EVAL_RESULTS).count() == 12
 
 
 def test_questions_from_a_table_and_bad_sources(spark, settings, tables):
@@ -99,7 +100,7 @@ def test_questions_from_a_table_and_bad_sources(spark, settings, tables):
         searcher=searcher,
         embedder=embedder,
     )
-    assert report.rows == 1 and report.table_version is None and not tables.exists(EVAL_TABLE)
+    assert report.rows == 1 and report.table_version is None and not tables.exists(EVAL_RESULTS)
     assert report.summaries["keyword"]["hit_at_1"] == 1.0
     with pytest.raises(EvalSetError, match="no such file or table"):
         run_eval(

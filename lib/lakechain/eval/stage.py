@@ -28,16 +28,9 @@ from lakechain.eval.metrics import (
     summarize,
 )
 from lakechain.eval.run import evaluate
+from lakechain.storage.schemas import EVAL_COLUMNS, EVAL_DDL, EVAL_RESULTS, names
 
-EVAL_TABLE = "eval_results"
-EVAL_DDL = (
-    "run_id string, created_at timestamp, mode string, config string, index_build string, "
-    "question_id string, question string, expected_docs array<string>, key_phrase string, "
-    "retrieved_docs array<string>, rank int, hit_at_1 boolean, hit_at_5 boolean, "
-    "reciprocal_rank double, answer string, not_in_context boolean, cited_docs array<string>, "
-    "key_phrase_found boolean, citation_precision double, error string"
-)
-COLUMNS = [c.strip().split(" ")[0] for c in EVAL_DDL.split(", ")]
+COLUMNS = names(EVAL_COLUMNS)
 
 
 @dataclass
@@ -49,7 +42,7 @@ class EvalReport:
     table_version: int | None
 
     def __str__(self) -> str:
-        where = f"{EVAL_TABLE} v{self.table_version}" if self.table_version is not None else "not written"
+        where = f"{EVAL_RESULTS} v{self.table_version}" if self.table_version is not None else "not written"
         text = f"eval {self.run_id}: {self.rows} row(s) → {where}\n{format_summaries(self.summaries)}"
         if self.errors:
             text += f"\n{self.errors} question(s) failed to answer (see the error column)"
@@ -88,7 +81,7 @@ def run_eval(
     version = None
     if write:
         df = spark.createDataFrame([tuple(r[c] for c in COLUMNS) for r in rows], EVAL_DDL)  # type: ignore[literal-required]
-        version = tables.write(df, EVAL_TABLE, mode="append")
+        version = tables.write(df, EVAL_RESULTS, mode="append")
     return EvalReport(
         run_id=rows[0]["run_id"] if rows else "",
         summaries=summaries,

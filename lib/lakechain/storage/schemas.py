@@ -173,6 +173,33 @@ FROM {results} WHERE image_status <> 'skipped'
 """,
 }
 
+# --- eval -----------------------------------------------------------------------------------
+
+EVAL_RESULTS = "eval_results"
+EVAL_COLUMNS: Columns = [
+    ("run_id", "string"),
+    ("created_at", "timestamp"),
+    ("mode", "string"),
+    ("config", "string"),
+    ("index_build", "string"),
+    ("question_id", "string"),
+    ("question", "string"),
+    ("expected_docs", "array<string>"),
+    ("key_phrase", "string"),
+    ("retrieved_docs", "array<string>"),
+    ("rank", "int"),
+    ("hit_at_1", "boolean"),
+    ("hit_at_5", "boolean"),
+    ("reciprocal_rank", "double"),
+    ("answer", "string"),
+    ("not_in_context", "boolean"),
+    ("cited_docs", "array<string>"),
+    ("key_phrase_found", "boolean"),
+    ("citation_precision", "double"),
+    ("error", "string"),
+]
+EVAL_DDL = ddl(EVAL_COLUMNS)
+
 TABLES: dict[str, Columns] = {
     DOCUMENTS: DOCUMENT_COLUMNS,
     CHUNKS: CHUNK_COLUMNS,
@@ -181,5 +208,6 @@ TABLES: dict[str, Columns] = {
     RESULTS: RESULT_COLUMNS,
     RESULTS_STAGING: STAGING_COLUMNS,
     EMBED_STAGING: EMBEDDED_COLUMNS,
+    EVAL_RESULTS: EVAL_COLUMNS,
 }
-"""Every table the pipeline writes (``eval_results`` and others register here too)."""
+"""Every table Lakechain writes."""
