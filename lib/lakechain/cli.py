@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--modes", default=None, help="e.g. dense,keyword,hybrid (default: retrieval.mode)")
     ev.add_argument("--no-write", action="store_true", help="print only; do not append to eval_results")
+    ev.add_argument(
+        "--fail-under",
+        action="append",
+        default=[],
+        metavar="[MODE:]METRIC=MIN",
+        help="exit non-zero when a metric is below MIN, e.g. hit@1=0.95 (mode: retrieval.mode)",
+    )
     return p
 
 
@@ -97,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    for noisy in ("py4j", "httpx", "openai", "urllib3", "sentence_transformers"):
+    for noisy in ("py4j", "httpx", "openai", "urllib3", "bm25s"):  # bm25s sets itself to DEBUG
         logging.getLogger(noisy).setLevel(logging.WARNING)
     ctx = Context(argv)
     try:
@@ -357,12 +364,19 @@ WRITING_COMMANDS = frozenset({"embed", "index", "run-tasks", "pipeline", "eval"}
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
+    from lakechain.eval.metrics import GateFailedError, failed_gates, parse_gate
     from lakechain.eval.run import parse_modes
     from lakechain.eval.stage import run_eval
 
     modes = parse_modes(args.modes or settings.retrieval.mode)
+    gates = [parse_gate(g, settings.retrieval.mode) for g in args.fail_under]  # checked before Spark starts
     spark, tables = _session(settings, ctx)
-    print(run_eval(spark, settings, tables, args.questions, modes, write=not args.no_write))
+    report = run_eval(spark, settings, tables, args.questions, modes, write=not args.no_write)
+    print(report)
+    failures = failed_gates(report.summaries, gates)
+    if failures:
+        where = "" if args.no_write else f" (rows of run {report.run_id} in eval_results)"
+        raise GateFailedError(f"eval below --fail-under: {'; '.join(failures)}{where}")
     return 0
 
 

@@ -7,12 +7,15 @@ import json
 import pytest
 
 from lakechain.config import ConfigError
+from lakechain.errors import UserError
 from lakechain.eval.metrics import (
     EvalQuestion,
     EvalSetError,
     doc_matches,
+    failed_gates,
     first_rank,
     format_summaries,
+    parse_gate,
     read_questions,
     score_question,
     summarize,
@@ -118,3 +121,34 @@ def test_eval_command_rejects_unknown_modes_before_any_spark(capsys):
     assert main(["eval", "--config", str(conf), "--modes", "dense,bm25"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lakechain: --modes: unknown mode(s) ['bm25']") and "Traceback" not in err
+
+
+def _summary(**values: float | None) -> dict:
+    base = dict(questions=2, hit_at_1=None, hit_at_5=None, mrr=None, key_phrase_rate=None,
+                not_in_context_rate=0.0, citation_precision=None)  # fmt: skip
+    return {**base, **values}
+
+
+def test_gate_without_mode_applies_to_the_configured_mode():
+    assert parse_gate("hit@1=0.95", "hybrid") == {"mode": "hybrid", "metric": "hit@1", "minimum": 0.95}
+    assert parse_gate("dense:mrr=0.9", "hybrid")["mode"] == "dense"
+
+
+@pytest.mark.parametrize("text", ["hit@1", "hit@2=0.9", "hit@1=high", "hit@1=1.5", "=0.5"])
+def test_malformed_gate_names_the_form_and_the_metrics(text):
+    with pytest.raises(UserError, match=r"\[MODE:\]METRIC=MIN .*hit@1, hit@5, mrr"):
+        parse_gate(text, "hybrid")
+
+
+def test_gates_report_each_metric_below_its_floor():
+    summaries = {"hybrid": _summary(hit_at_1=0.9, hit_at_5=1.0), "dense": _summary(hit_at_1=0.8)}
+    gates = [parse_gate(g, "hybrid") for g in ("hit@1=0.95", "hit@5=1", "dense:hit@1=0.8")]
+    assert failed_gates(summaries, gates) == ["hybrid hit@1 0.900 < 0.95"]
+
+
+def test_a_gate_never_passes_vacuously():
+    gates = [parse_gate("keyword:hit@1=0.5", "hybrid"), parse_gate("mrr=0.5", "hybrid")]
+    assert failed_gates({"hybrid": _summary(hit_at_1=1.0)}, gates) == [
+        "keyword hit@1 was not measured",
+        "hybrid mrr was not measured",
+    ]

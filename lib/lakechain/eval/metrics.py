@@ -186,3 +186,54 @@ def format_summaries(summaries: Mapping[str, Summary]) -> str:
         cells = ["—" if s[c] is None else f"{s[c]:.3f}" for c in cols]  # type: ignore[literal-required]
         lines.append(f"{mode:8s} {s['questions']:>4d} " + " ".join(f"{c:>10s}" for c in cells))
     return "\n".join(lines)
+
+
+GATE_METRICS = {
+    "hit@1": "hit_at_1",
+    "hit@5": "hit_at_5",
+    "mrr": "mrr",
+    "key_phrase": "key_phrase_rate",
+    "citation_precision": "citation_precision",
+}
+
+
+class Gate(TypedDict):
+    """A floor on one metric of one mode: ``--fail-under [MODE:]METRIC=MIN``."""
+
+    mode: str
+    metric: str
+    minimum: float
+
+
+class GateFailedError(UserError):
+    """An evaluated metric is below its ``--fail-under`` floor (so CI can gate on quality)."""
+
+
+def parse_gate(text: str, default_mode: str) -> Gate:
+    """``"hybrid:hit@1=0.95"`` or ``"hit@5=1"`` (the mode defaults to ``retrieval.mode``)."""
+    head, sep, value = text.partition("=")
+    mode, _, metric = head.rpartition(":")
+    try:
+        minimum = float(value)
+    except ValueError:
+        minimum = float("nan")
+    if not sep or metric not in GATE_METRICS or not 0.0 <= minimum <= 1.0:
+        raise UserError(
+            f"--fail-under {text!r}: expected [MODE:]METRIC=MIN with METRIC one of "
+            f"{', '.join(GATE_METRICS)} and MIN in [0, 1], e.g. hybrid:hit@1=0.95"
+        )
+    return Gate(mode=mode or default_mode, metric=metric, minimum=minimum)
+
+
+def failed_gates(summaries: Mapping[str, Summary], gates: Sequence[Gate]) -> list[str]:
+    """One ``"hybrid hit@1 0.933 < 0.95"`` per gate not met; a gate on a mode that was not
+    evaluated, or a metric no question measured, fails too (a gate must not pass vacuously)."""
+    failures = []
+    for g in gates:
+        summary = summaries.get(g["mode"])
+        value = None if summary is None else summary[GATE_METRICS[g["metric"]]]  # type: ignore[literal-required]
+        if value is None:
+            failures.append(f"{g['mode']} {g['metric']} was not measured")
+        elif value < g["minimum"]:
+            failures.append(f"{g['mode']} {g['metric']} {value:.3f} < {g['minimum']:g}")
+    return failures
