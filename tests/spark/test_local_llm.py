@@ -21,18 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 
 
-def supervisors(root: Path) -> list[int]:
-    """Live llama.cpp supervisors whose state dir is under ``root``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
-        except OSError:
-            continue
-        if llamacpp.SUPERVISOR_MODULE.encode() in cmd and any(str(root).encode() in c for c in cmd):
-            if llamacpp.process_start_time(int(entry.name)) is not None:
-                found.append(int(entry.name))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +56,7 @@ def _rows(args, capsys, query: str) -> dict[str, dict]:
 
 def test_pipeline_answers_every_sample_task_with_the_local_llm(llm_lake, capsys):
     root, state, args = llm_lake
-    assert not supervisors(state), "the run's hold ended: its server must be stopped"
+    assert not llamacpp.supervisors_under(state), "the run's hold ended: its server must be stopped"
     columns = ("task_id, question, answer, sources, qa_status, image_status, image_prompt_used, "
                "image_bytes AS png, prompt_tokens, completion_tokens, chat_model, error, grounded_share, "
                "not_grounded")  # fmt: skip
@@ -103,7 +91,7 @@ def test_ask_returns_a_cited_checked_answer(llm_lake, capsys):
     assert {s["ref"] for s in out["sources"] if s["cited"]} == set(out["citations"])
     assert out["grounded_share"] is not None and 0.0 <= out["grounded_share"] <= 1.0
     assert out["not_grounded"] == (out["grounded_share"] < 0.5)
-    assert not supervisors(state)
+    assert not llamacpp.supervisors_under(state)
 
 
 def test_a_sigkilled_run_leaves_no_llama_server(llm_lake, tmp_path):
@@ -123,7 +111,7 @@ def test_a_sigkilled_run_leaves_no_llama_server(llm_lake, tmp_path):
     try:
         # Mid-run: the server is up and a Spark Python worker has registered as its client.
         while proc.poll() is None and time.monotonic() < deadline:
-            if supervisors(state) and any(state.glob("*/clients/*")):
+            if llamacpp.supervisors_under(state) and any(state.glob("*/clients/*")):
                 break
             time.sleep(0.1)
         time.sleep(1.0)  # model calls in flight
@@ -132,7 +120,7 @@ def test_a_sigkilled_run_leaves_no_llama_server(llm_lake, tmp_path):
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run must be killed mid-way, not finish"
     killed = time.monotonic()
-    while supervisors(state):
+    while llamacpp.supervisors_under(state):
         assert time.monotonic() - killed < 10, "a llama.cpp server outlived the killed run"
         time.sleep(0.1)
     print(f"server gone {time.monotonic() - killed:.2f}s after the kill")

@@ -49,26 +49,12 @@ def chat_settings(state_dir):
     return load_settings(REPO / "conf" / "local-llm.yaml")
 
 
-def supervisors(root: Path) -> list[int]:
-    """Live processes running the supervisor for a state dir under ``root``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if llamacpp.SUPERVISOR_MODULE.encode() in cmd and any(str(root).encode() in c for c in cmd):
-            if llamacpp.process_start_time(int(entry.name)) is not None:
-                found.append(int(entry.name))
-    return found
 
 
 def wait_gone(root: Path, within_s: float) -> float:
     start = time.monotonic()
-    while supervisors(root):
-        assert time.monotonic() - start < within_s, f"llama.cpp server still running: {supervisors(root)}"
+    while left := llamacpp.supervisors_under(root):
+        assert time.monotonic() - start < within_s, f"llama.cpp server still running: {left}"
         time.sleep(0.05)
     return time.monotonic() - start
 
@@ -148,7 +134,7 @@ def test_processes_share_one_server_and_a_sigkilled_client_leaves_none(chat_sett
     try:
         assert a["started"] and not b["started"], "the second process must reuse the first one's server"
         assert (a["port"], a["pid"]) == (b["port"], b["pid"])
-        assert supervisors(state_dir) == [a["pid"]]
+        assert llamacpp.supervisors_under(state_dir) == [a["pid"]]
         ep = llamacpp.acquire(llamacpp_spec(chat_settings.chat))  # this process: a third client
         assert (ep.port, ep.started_here) == (a["port"], False)
         assert ep.load_s > 0
@@ -157,14 +143,14 @@ def test_processes_share_one_server_and_a_sigkilled_client_leaves_none(chat_sett
         os.killpg(second.pid, signal.SIGKILL)
         first.wait(10)
         second.wait(10)
-    assert supervisors(state_dir) == [a["pid"]], "this process is still a registered client"
+    assert llamacpp.supervisors_under(state_dir) == [a["pid"]], "this process is still a registered client"
     llamacpp.stop(llamacpp_spec(chat_settings.chat))
-    assert not supervisors(state_dir)
+    assert not llamacpp.supervisors_under(state_dir)
 
 
 def test_sigkill_of_every_client_stops_the_server(chat_settings, state_dir):
     proc, info = _spawn_client(hold=True)
-    assert supervisors(state_dir) == [info["pid"]]
+    assert llamacpp.supervisors_under(state_dir) == [info["pid"]]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
     took = wait_gone(state_dir, 5)

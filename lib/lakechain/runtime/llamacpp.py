@@ -136,6 +136,23 @@ def alive(pid: int, start_time: str) -> bool:
     return now is not None and (now == start_time or "" in (now, start_time))
 
 
+def supervisors_under(root: Path) -> list[int]:
+    """Live supervisor processes whose state dir is under ``root``: how tests (and a user
+    with ``ps``) check that no server outlives its last client."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if SUPERVISOR_MODULE.encode() in cmd and any(str(root).encode() in c for c in cmd):
+            if process_start_time(int(entry.name)) is not None:
+                found.append(int(entry.name))
+    return found
+
+
 def _me() -> str:
     pid = os.getpid()
     return f"{pid}-{process_start_time(pid) or ''}"
