@@ -255,7 +255,7 @@ def load(
     except RuntimeError as exc:
         raise IndexCorruptError(f"{index_path} cannot be read by FAISS ({exc}); {store.REBUILD}") from None
     try:
-        rows = pq.read_table(ids_path)
+        rows = pq.ParquetFile(ids_path).read()  # one file: no dataset layer (0.4 s of imports)
     except (OSError, pa.ArrowException) as exc:
         raise IndexCorruptError(f"{ids_path} cannot be read ({exc}); {store.REBUILD}") from None
     count, dim = int(manifest["count"]), int(manifest["dim"])
