@@ -144,7 +144,7 @@ def test_the_server_gets_a_classic_sessions_delta_and_metastore_settings(root_se
     cmd = server.server_command(root_settings, 15099)
     conf = dict(cmd[i + 1].split("=", 1) for i, a in enumerate(cmd) if a == "--conf")
     root = server.root_of(root_settings)
-    assert Path(cmd[0]).name == "spark-submit" and cmd[-1] == server.SERVER_CLASS
+    assert Path(cmd[0]).name == "spark-submit" and cmd[1:3] == ["--class", server.SERVER_CLASS]
     assert conf["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     url = conf["spark.hadoop.javax.jdo.option.ConnectionURL"]
     assert f"databaseName={root}/_metastore/metastore_db" in url

@@ -218,10 +218,11 @@ def server_command(settings: Settings, port: int) -> list[str]:
         "spark.connect.grpc.binding.address": HOST,
         "spark.connect.grpc.binding.port": str(port),
     }
-    cmd = [os.path.join(_find_spark_home(), "bin", "spark-submit"), "--master", settings.spark.master]
+    cmd = [os.path.join(_find_spark_home(), "bin", "spark-submit"), "--class", SERVER_CLASS]
+    cmd += ["--master", settings.spark.master]
     for key, value in conf.items():
         cmd += ["--conf", f"{key}={value}"]
-    return [*cmd, "--class", SERVER_CLASS]
+    return cmd
 
 
 def server_env(token: str) -> dict[str, str]:
