@@ -217,6 +217,10 @@ def server_command(settings: Settings, port: int) -> list[str]:
         "spark.app.name": f"{settings.spark.app_name}-server",
         "spark.connect.grpc.binding.address": HOST,
         "spark.connect.grpc.binding.port": str(port),
+        # Per-session artifact isolation gives every Connect session (each command) its own
+        # Python worker pool; the server's workers import Lakechain from its own environment,
+        # so one shared pool stays warm between commands.
+        "spark.sql.artifact.isolation.enabled": "false",
     }
     cmd = [os.path.join(_find_spark_home(), "bin", "spark-submit"), "--class", SERVER_CLASS]
     cmd += ["--master", settings.spark.master]
