@@ -156,3 +156,12 @@ def test_the_token_reaches_the_server_by_environment_not_its_command_line(root_s
     env = server.server_env("tok-123")
     assert env["SPARK_CONNECT_AUTHENTICATE_TOKEN"] == "tok-123" and "SPARK_REMOTE" not in env
     assert not any("tok-123" in a for a in server.server_command(root_settings, 15099))
+
+
+def test_a_port_clash_at_start_is_reported_with_its_fix(root_settings):
+    root = server.root_of(root_settings)
+    state = _state(root, 1, port=15077)
+    Path(state["log"]).parent.mkdir(parents=True)
+    Path(state["log"]).write_text("INFO x\nERROR y: java.io.IOException: Failed to bind\n"
+                                  "Caused by: java.net.BindException: Address already in use\n")  # fmt: skip
+    assert server._log_reason(state).startswith("port 15077 is in use: pick another with --port")
