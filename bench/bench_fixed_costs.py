@@ -27,6 +27,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=15051, help="the warm server's port")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` still stops the server below
     base = Path(tempfile.mkdtemp(prefix="bench-fixed-costs-"))
     corpus, tasks = write_inputs(base)
     cold = Lakechain(base / "cold", corpus, tasks)
