@@ -30,9 +30,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from lakechain.config import Settings
 from lakechain.errors import StorageBusyError, UserError
@@ -218,10 +217,6 @@ def server_command(settings: Settings, port: int) -> list[str]:
         "spark.app.name": f"{settings.spark.app_name}-server",
         "spark.connect.grpc.binding.address": HOST,
         "spark.connect.grpc.binding.port": str(port),
-        # Per-session artifact isolation gives every Connect session (each command) its own
-        # Python worker pool; the server's workers import Lakechain from its own environment,
-        # so one shared pool stays warm between commands.
-        "spark.sql.artifact.isolation.enabled": "false",
     }
     cmd = [os.path.join(_find_spark_home(), "bin", "spark-submit"), "--class", SERVER_CLASS]
     cmd += ["--master", settings.spark.master]
@@ -302,27 +297,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], state: ServerState, timeout_s: fl
     spark = SparkSession.builder.remote(client_url(state)).getOrCreate()
     try:
         spark.sql("SHOW DATABASES").collect()
-        try:  # an optimisation only: a failure here shows again, in full, in the first stage
-            spark.range(0, 2, 1, 2).mapInArrow(_import_stage_modules, "id long").collect()
-        except Exception as exc:
-            log.warning("could not warm the server's Python workers: %s", str(exc).splitlines()[0])
     finally:
         spark.stop()
-
-
-# What the stages' UDFs import in a Python worker (langchain, the chains, the embedders):
-# seconds of CPU per worker that the first command after a start would otherwise pay.
-STAGE_MODULES = ("lakechain.embed.partitions", "lakechain.embed.embedders", "lakechain.tasks.worker",
-                 "lakechain.chains")  # fmt: skip
-
-
-def _import_stage_modules(batches: Iterator[Any]) -> Iterator[Any]:
-    """Runs in each Python worker of a warm-up job at start; passes its rows through."""
-    import importlib
-
-    for name in STAGE_MODULES:
-        importlib.import_module(name)
-    yield from batches
 
 
 def _log_reason(state: ServerState) -> str:
