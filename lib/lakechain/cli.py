@@ -1,4 +1,4 @@
-"""``lakechain`` command line: one subcommand per stage, plus ``pipeline``, ``sql`` and ``ask``.
+"""``lakechain`` command line: one subcommand per stage, plus ``pipeline``, ``sql``, ``ask`` and ``server``.
 
 The ``jobs/*.py`` spark-submit / Databricks entry points call :func:`main` with their
 subcommand, so every path shares this parser (the bundle tests parse job parameters with it).
@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[MODE:]METRIC=MIN",
         help="exit non-zero when a metric is below MIN, e.g. hit@1=0.95 (mode: retrieval.mode)",
     )
+    srv = sub.add_parser("server", parents=[common], help="a warm Spark Connect server for storage.root")
+    srv.add_argument("action", choices=["start", "stop", "status"])
+    srv.add_argument("--port", type=int, default=None, help="start: port on localhost (default 15051)")
+    srv.add_argument("--timeout", type=float, default=300.0, help="start/stop: seconds to wait (default 300)")
     return p
 
 
@@ -380,6 +384,23 @@ def cmd_eval(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def cmd_server(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
+    """``server start|stop|status``; status exits 1 when no server answers (for scripts)."""
+    from lakechain.storage import server
+
+    if args.action == "start":
+        state, started = server.start(settings, args.port or server.DEFAULT_PORT, args.timeout)
+        print(f"{'started' if started else 'already running'}: {server.describe(state)}")
+        return 0
+    if args.action == "stop":
+        stopped = server.stop(settings, args.timeout)
+        print(f"stopped: pid {stopped['pid']}" if stopped else f"no server for {server.root_of(settings)}")
+        return 0
+    answering, line = server.status(settings)
+    print(line)
+    return 0 if answering else 1
+
+
 # Model endpoints each command calls: a remote one lacking its URL/key/deployment fails at
 # start, not on an executor halfway through a run.
 ENDPOINTS_USED = {
@@ -390,6 +411,7 @@ ENDPOINTS_USED = {
     "sql": (),
     "ask": ("embedding", "chat"),
     "eval": ("embedding", "chat"),
+    "server": (),
 }
 
 COMMANDS = {
@@ -400,6 +422,7 @@ COMMANDS = {
     "sql": cmd_sql,
     "ask": cmd_ask,
     "eval": cmd_eval,
+    "server": cmd_server,
 }
 
 

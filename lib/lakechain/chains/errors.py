@@ -16,20 +16,21 @@ from __future__ import annotations
 
 import email.utils
 import json
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-# Imported here, not inside classify(): a first import racing in several worker threads
-# fails with "partially initialized module".
-try:
-    import openai
-except ImportError:  # pragma: no cover - openai is a hard dependency
-    openai = None  # type: ignore[assignment]
-try:
-    import httpx
-except ImportError:  # pragma: no cover - only present through the OpenAI clients
-    httpx = None  # type: ignore[assignment]
+
+def _raised_by(exc: BaseException, package: str) -> Any:
+    """``package`` (openai, httpx) when ``exc`` is one of its types, else None. It is taken
+    from ``sys.modules``, never imported: the client that raised the error imported it (a
+    first import racing in several worker threads fails with "partially initialized
+    module"), and local models (``lakechain ask``) never pay the ~1 s openai import."""
+    if any(c.__module__.split(".")[0] == package for c in type(exc).__mro__):
+        return sys.modules.get(package)
+    return None
+
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation", "moderation_blocked"})
@@ -152,6 +153,8 @@ def classify(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, ProviderError):
         return exc.info
     msg = str(exc) or type(exc).__name__
+    openai = _raised_by(exc, "openai")
+    httpx = _raised_by(exc, "httpx")
     if openai is not None:
         if isinstance(exc, openai.APITimeoutError):
             return ErrorInfo("timeout", True, None, None, msg)

@@ -3,6 +3,8 @@
 * On Databricks, or wherever a session is already active, it is reused untouched.
 * ``spark.remote`` (or ``SPARK_REMOTE``) selects Spark Connect: ``sc://host:port`` attaches
   to a running server, ``local[N]`` starts pyspark's own local Connect server.
+* Otherwise, when ``lakechain server start`` runs a server for ``storage.root``, the
+  session attaches to it (``storage/server.py``): no JVM start.
 * Otherwise a classic local session is built for a laptop.
 
 Local sessions get native Delta Lake (delta-spark's jars from Maven, the artifact that
@@ -139,6 +141,12 @@ def get_spark(settings: Settings) -> SparkSession:
     remote = remote_url(settings)
     if remote and remote.startswith("sc://"):
         return SparkSession.builder.remote(remote).getOrCreate()
+    from lakechain.storage import server
+
+    url = None if remote else server.attach_url(settings)
+    if url:
+        return attach_server(url, settings)
+    server.refuse_if_owned(settings)
     # Executors' Python workers must import the same packages as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -156,6 +164,31 @@ def get_spark(settings: Settings) -> SparkSession:
             spark = builder.master(settings.spark.master).getOrCreate()
     if "spark.jars.packages" in local_conf(settings):
         remember_jars(spark)
+    return spark
+
+
+# Set when a session starts: a running server keeps the values it was started with.
+_STATIC_SQL = (
+    "spark.sql.extensions",
+    "spark.sql.catalog.spark_catalog",
+    "spark.sql.catalogImplementation",
+    "spark.sql.warehouse.dir",
+)
+
+
+def attach_server(url: str, settings: Settings) -> SparkSession:
+    """A Connect session on the root's ``lakechain server`` with this command's runtime SQL
+    settings (one config call); released when the process exits, not left to time out."""
+    import atexit
+
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.remote(url)
+    for key, value in local_conf(settings).items():
+        if key.startswith(("spark.sql.", "spark.databricks.")) and key not in _STATIC_SQL:
+            builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    atexit.register(spark.stop)
     return spark
 
 
