@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lakechain.config import Settings, load_settings
-from lakechain.errors import ConfigError, EndpointError, StorageRootError, is_user_error
+from lakechain.errors import ConfigError, EndpointError, StorageRootError, UserError, is_user_error
 
 DEFAULT_CONFIG = "conf/local.yaml"
 
@@ -328,6 +328,8 @@ def cmd_ask(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.chains.chat_models import chat_server
     from lakechain.chains.errors import classify
 
+    if not args.question.strip():  # before a model server starts or an index loads
+        raise UserError('the question is empty: ask one, e.g. lakechain ask "What is Delta Lake?"')
     try:
         with chat_server(settings.chat):
             result = ask(settings, args.question)

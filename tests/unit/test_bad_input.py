@@ -9,9 +9,11 @@ every bad-input kind and its test is docs/bad-input.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from lakechain import cli
@@ -281,3 +283,118 @@ def test_corpus_table_without_text_column_is_a_user_error():
         "rename its columns or select them into a view"
     )
     assert is_user_error(err.value)
+
+
+# --- `lakechain ask` against an index on disk (no Spark) ---------------------------------
+
+SEED = [
+    "Azure Databricks is a fast, easy, and collaborative Apache Spark-based analytics platform.",
+    "LangChain is a framework designed to simplify the creation of applications using language models.",
+]
+
+
+@pytest.fixture
+def indexed(tmp_path) -> Iterator[tuple[Path, Path]]:
+    """(storage root, build directory): a 2-chunk index of the local model built from chunks
+    v1, beside a ``chunks`` Delta log at v1 (what ``ask`` reads to tell a stale index)."""
+    from lakechain.config import EmbeddingConfig
+    from lakechain.embed.embedders import cached_embedder
+    from lakechain.index import build, clear_cache, index_root, store
+
+    embedder = cached_embedder(EmbeddingConfig())
+    ids = np.array([10, 11], dtype=np.int64)
+    index = build.make_empty(build.IndexPlan("flat", embedder.dim))
+    build.add(index, embedder.embed(SEED), ids)
+    rows = pa.table(
+        {
+            "vector_id": ids,
+            "chunk_id": ["k0", "k1"],
+            "doc_id": ["dbx.md", "lc.md"],
+            "chunk_index": [0, 0],
+            "text": SEED,
+        }
+    )
+    root = tmp_path / "lake"
+    log = root / "chunks" / "_delta_log"
+    log.mkdir(parents=True)
+    for v in (0, 1):
+        (log / f"{v:020d}.json").write_text("{}")
+    source = {"table": "chunks", "path": str(root / "chunks"), "version": 1}
+    manifest = {
+        "model": embedder.name,
+        "dim": embedder.dim,
+        "count": 2,
+        "nprobe": 1,
+        "description": "IDMap2,Flat",
+    }
+    built = Path(store.save_build(index_root(root), index, rows, {**manifest, "source": source}))
+    clear_cache()
+    yield root, built
+    clear_cache()
+
+
+def ask(capsys, root: Path, question: str, *extra: str) -> tuple[int, str, str]:
+    rc = cli.main(["ask", "--config", CONF, "--set", f"storage.root={root}", *extra, question])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lakechain: "), err
+    return lines[0]
+
+
+def test_ask_answers_from_the_fixture_index(indexed, capsys):
+    """The fixture's index works, so the refusals below are about the bad input alone."""
+    rc, out, err = ask(capsys, indexed[0], "What is Azure Databricks?")
+    assert (rc, err) == (0, "") and out.startswith(SEED[0])
+
+
+def test_ask_with_an_empty_question(indexed, capsys):
+    rc, out, err = ask(capsys, indexed[0], "   ")
+    assert (rc, out) == (2, "")
+    assert (
+        one_line(err) == 'lakechain: the question is empty: ask one, e.g. lakechain ask "What is Delta Lake?"'
+    )
+
+
+def test_ask_with_an_index_of_another_embedding_model(indexed, capsys):
+    root, built = indexed
+    manifest = json.loads((built / "manifest.json").read_text())
+    (built / "manifest.json").write_text(json.dumps({**manifest, "model": "text-embedding-3-small"}))
+    rc, out, err = ask(capsys, root, "What is Azure Databricks?")
+    assert (rc, out) == (2, "")
+    line = one_line(err)
+    assert "model 'text-embedding-3-small' but the configured model is 'all-MiniLM-L6-v2'" in line
+    assert "lakechain index --force" in line
+
+
+def test_ask_with_a_corrupt_manifest(indexed, capsys):
+    root, built = indexed
+    (built / "manifest.json").write_text('{"model": "all-MiniLM')
+    rc, out, err = ask(capsys, root, "What is Azure Databricks?")
+    assert (rc, out) == (2, "")
+    line = one_line(err)
+    assert line.startswith(f"lakechain: {built / 'manifest.json'} is not valid JSON (")
+    assert "lakechain index --force" in line
+
+
+def test_ask_with_the_index_file_deleted(indexed, capsys):
+    root, built = indexed
+    (built / "index.faiss").unlink()
+    rc, out, err = ask(capsys, root, "What is Azure Databricks?")
+    assert (rc, out) == (2, "")
+    assert "index.faiss is missing" in one_line(err)
+
+
+def test_ask_warns_when_chunks_moved_on_since_the_index(indexed, capsys):
+    root, _ = indexed
+    (root / "chunks" / "_delta_log" / f"{2:020d}.json").write_text("{}")
+    rc, out, err = ask(capsys, root, "What is Azure Databricks?")
+    assert rc == 0 and out.startswith(SEED[0])
+    assert one_line(err) == (
+        "lakechain: warning: the index was built from chunks v1, which is now at v2: answers miss what "
+        "changed since; run `lakechain index`"
+    )
