@@ -398,3 +398,25 @@ def test_ask_warns_when_chunks_moved_on_since_the_index(indexed, capsys):
         "lakechain: warning: the index was built from chunks v1, which is now at v2: answers miss what "
         "changed since; run `lakechain index`"
     )
+
+
+# --- the inventory ----------------------------------------------------------------------
+
+
+def test_the_inventory_counts_its_rows_and_names_only_tests_that_exist():
+    """docs/bad-input.md is pasted into release notes: its count and test names must hold."""
+    import re
+
+    text = (REPO / "docs" / "bad-input.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| .* \| ([^|]+) \|$", text, re.M)
+    assert [int(n) for n, _ in rows] == list(range(1, len(rows) + 1))
+    assert f"**{len(rows)} kinds** are tested" in text and len(rows) >= 40
+    for n, cell in rows:
+        refs = re.findall(r"((?:unit|spark)/\w+\.py)?::(test_\w+)", cell)
+        assert refs or cell.strip() == "same", f"row {n} names no test"
+    named = re.findall(r"((?:unit|spark)/\w+\.py)?::(test_\w+)", text)
+    current = ""
+    for path, name in named:
+        current = path or current
+        source = (REPO / "tests" / current).read_text()
+        assert re.search(rf"^def {name}\(", source, re.M), f"{current}::{name} does not exist"
