@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lakechain.config import Settings, load_settings
-from lakechain.errors import EndpointError, StorageRootError, is_user_error
+from lakechain.errors import ConfigError, EndpointError, StorageRootError, UserError, is_user_error
 
 DEFAULT_CONFIG = "conf/local.yaml"
 
@@ -140,6 +140,32 @@ def check_at_start(settings: Settings, command: str) -> None:
 
         check_model(settings.embedding)
     check_storage_root(settings, write=command in WRITING_COMMANDS)
+    check_inputs(settings, command)
+
+
+def check_inputs(settings: Settings, command: str) -> None:
+    """A local input path that is not there fails before Spark starts: a pipeline would
+    otherwise embed and index for minutes before run-tasks finds no tasks file. Bare names
+    (tables) and URIs are left to the stage, which reads them through Spark."""
+    for section in INPUTS_READ.get(command, ()):
+        path = getattr(settings, section).path
+        key = f"{section}.path"
+        if not os.path.isabs(path):
+            continue
+        if section == "corpus" and os.path.isfile(path):
+            raise ConfigError(
+                f"{key} {path} is a file: point {key} at the folder holding it "
+                "(a corpus is a folder of .txt/.md/.html/.jsonl files, or a table)"
+            )
+        if not os.path.exists(path):
+            what = (
+                "a folder of .txt/.md/.html/.jsonl files"
+                if section == "corpus"
+                else "a .jsonl file or a folder of them"
+            )
+            raise ConfigError(
+                f"{key} {path}: no such file or directory; point {key} at {what}, or give a table name"
+            )
 
 
 def check_storage_root(settings: Settings, write: bool) -> None:
@@ -313,6 +339,8 @@ def cmd_ask(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.chains.chat_models import chat_server
     from lakechain.chains.errors import classify
 
+    if not args.question.strip():  # before a model server starts or an index loads
+        raise UserError('the question is empty: ask one, e.g. lakechain ask "What is Delta Lake?"')
     try:
         with chat_server(settings.chat):
             result = ask(settings, args.question)
@@ -362,6 +390,9 @@ def endpoint_url(exc: BaseException, settings: Settings) -> str:
     ]
     return ", ".join(remote) or "the model endpoint"
 
+
+# Inputs each command reads (``<section>.path``), checked to exist at start when local.
+INPUTS_READ = {"embed": ("corpus",), "run-tasks": ("tasks",), "pipeline": ("corpus", "tasks")}
 
 # Commands that write to storage.root (checked writable at start).
 WRITING_COMMANDS = frozenset({"embed", "index", "run-tasks", "pipeline", "eval"})

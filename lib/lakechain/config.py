@@ -8,6 +8,7 @@ never appear in a repr, a log line or a config dump.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -120,6 +121,16 @@ class EndpointConfig(_Section):
     deployment: str | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        # Without a scheme httpx fails on every call, deep inside a run, with no key named.
+        if v is not None and not re.match(r"^https?://[^/\s]+", v.strip()):
+            raise PydanticCustomError(
+                "url_scheme", "must be an http:// or https:// URL, e.g. http://localhost:8000/v1"
+            )
+        return v
 
     def check_remote(self, section: str) -> None:
         """Fail early when a remote provider lacks what it needs."""
@@ -500,7 +511,7 @@ def _ref_values(raw: Any, resolved: Any) -> dict[str, str]:
 
 
 def _format_errors(exc: ValidationError, hidden: Mapping[str, str] | None = None) -> str:
-    """One line per problem. Inputs that came from a reference are never echoed (a secret
+    """One line, one clause per problem. Inputs that came from a reference are never echoed (a secret
     put under the wrong key would otherwise land in the error message and the job log)."""
     lines = []
     for err in exc.errors():
@@ -508,7 +519,12 @@ def _format_errors(exc: ValidationError, hidden: Mapping[str, str] | None = None
         key = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(Settings, loc)
-            lines.append(f"{key}: unknown key; allowed: {', '.join(allowed)}")
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?" if close else ""
+            lines.append(f"{key}: unknown key; allowed: {', '.join(allowed)}{hint}")
+        elif err["type"] == "model_type":  # a scalar where a section belongs (`storage: /tmp/x`)
+            keys = ", ".join(_allowed_keys(Settings, (*loc, "")))
+            lines.append(f"{key}: must be a section of keys ({keys}), got {type(err.get('input')).__name__}")
         elif "field" in err.get("ctx", {}):  # a section-level check about one of its fields
             ctx = err["ctx"]
             lines.append(f"{key}.{ctx['field']}: {err['msg']} (got {ctx['got']!r})")
@@ -520,9 +536,9 @@ def _format_errors(exc: ValidationError, hidden: Mapping[str, str] | None = None
             elif refs:
                 shown = f"<hidden: the value of {', '.join(sorted(refs))}>"
             lines.append(f"{key}: {err['msg']} (got {shown})")
-    if len(lines) == 1:  # the common case reads as one line
+    if len(lines) == 1:
         return f"invalid configuration: {lines[0]}"
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return f"invalid configuration ({len(lines)} problems): " + "; ".join(lines)
 
 
 def _default_api_keys(raw: dict[str, Any]) -> None:
@@ -615,14 +631,25 @@ def load_settings(
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{p.absolute()}: not valid YAML{_yaml_problem(exc)}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of sections")
+            raise ConfigError(
+                f"{p.absolute()}: top level must be a mapping of sections (storage:, corpus:, ...), "
+                f"got a {type(loaded).__name__}"
+            )
         data = loaded
         base_dir = p.absolute().parent  # the directory the user named, symlinks kept
     return settings_from_dict(data, overrides, secret_getter, base_dir=base_dir)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``" at line 3, column 7: <problem>"``: PyYAML's own message spans several lines."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[-1]
+    return f"{where}: {problem}"
 
 
 def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:

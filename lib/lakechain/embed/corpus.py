@@ -15,7 +15,7 @@ import pandas as pd
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from lakechain.config import Settings
+from lakechain.config import ConfigError, Settings
 from lakechain.embed.ingest import Document, Parsed, list_corpus_files, read_path, record_to_parsed
 from lakechain.storage.schemas import PARSED_COLUMNS, ddl, names
 from lakechain.storage.session import default_parallelism
@@ -89,7 +89,10 @@ def _read_table(src: DataFrame, path: str, max_bytes: int) -> DataFrame:
     cols = set(src.columns)
     id_col = "doc_id" if "doc_id" in cols else "id" if "id" in cols else None
     if id_col is None or "text" not in cols:
-        raise ValueError(f"corpus table {path!r} needs columns doc_id (or id) and text; has {sorted(cols)}")
+        raise ConfigError(
+            f"corpus.path {path!r}: the table needs columns doc_id (or id) and text, and has "
+            f"{', '.join(sorted(cols)) or 'none'}; rename its columns or select them into a view"
+        )
     select = [F.col(id_col).cast("string").alias("doc_id"), F.col("text").cast("string").alias("text")]
     if "metadata" in cols:
         select.append(F.col("metadata"))

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
+from lakechain.runtime.text import first_surrogate, surrogate_reason
+
 TEXT_EXTENSIONS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html"}
 JSONL_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl"}
 STAGE = "ingest"
@@ -196,6 +198,9 @@ def parse_jsonl_line(line: bytes | str, source: str, lineno: int, max_bytes: int
         return IngestError(where, None, f"line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})")
     if not isinstance(rec, dict):
         return IngestError(where, None, f"line {lineno}: expected a JSON object, got {type(rec).__name__}")
+    bad = first_surrogate(rec)
+    if bad is not None:  # would crash the content hash and the Arrow batch of the whole file
+        return IngestError(where, None, f"line {lineno}: {surrogate_reason(bad)}")
     raw_id = rec.get("id", rec.get("doc_id"))
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()) or isinstance(raw_id, (dict, list)):
         return IngestError(where, None, f"line {lineno}: missing or invalid 'id'")

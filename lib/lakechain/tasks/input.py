@@ -52,7 +52,7 @@ def read_tasks(spark: SparkSession, settings: Settings, tables: Tables) -> tuple
             named = [
                 (
                     "" if p.is_file() else f.name,
-                    stack.enter_context(f.open(encoding="utf-8", errors="replace")),
+                    stack.enter_context(f.open(encoding="utf-8", errors="surrogateescape")),
                 )
                 for f in files
             ]

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lakechain.config import ConfigError
+from lakechain.runtime.text import escaped_byte, first_surrogate, surrogate_reason
 
 TOP_KEYS = frozenset({"task_id", "qa", "image_generation", "illustrate", "question", "image_prompt"})
 QA_KEYS = frozenset({"question"})
@@ -187,6 +188,15 @@ def _clip(raw: str) -> str:
 def decode_line(line: str, line_no: int, max_question_chars: int) -> tuple[Any, ParsedTask]:
     """One JSON line → (decoded object or None, task); ``line_no`` is 1-based, used in reasons."""
     text = line.rstrip("\r\n")
+    bad = first_surrogate(text)
+    if bad is not None:  # bytes that are not UTF-8, kept by the reader's surrogateescape
+        byte = escaped_byte(bad)
+        raw = _clip(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+        where = f"byte 0x{byte:02x}" if byte is not None else f"\\u{ord(bad):04x}"
+        column = text.index(bad) + 1
+        return None, _error_task(
+            raw, None, f"line {line_no}: not valid UTF-8 ({where} at column {column}); save the file as UTF-8"
+        )
     raw = _clip(text)
     try:
         obj = json.loads(text)
@@ -196,6 +206,9 @@ def decode_line(line: str, line_no: int, max_question_chars: int) -> tuple[Any, 
         )
     except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit number, 100k nested brackets
         return None, _error_task(raw, None, f"line {line_no}: malformed JSON: {exc}"[:500])
+    bad = first_surrogate(obj)
+    if bad is not None:  # a JSON escape such as "\ud800": no hash, Arrow batch or table can hold it
+        return None, _error_task(raw, None, f"line {line_no}: {surrogate_reason(bad)}")
     task = parse_record(obj, raw, max_question_chars)
     if task.parse_error:
         task = ParsedTask(**{**task.as_dict(), "parse_error": f"line {line_no}: {task.parse_error}"})
