@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--modes", default=None, help="e.g. dense,keyword,hybrid (default: retrieval.mode)")
     ev.add_argument("--no-write", action="store_true", help="print only; do not append to eval_results")
+    ca = sub.add_parser("cache", help="the response cache (llm_cache table): stats, clear")
+    actions = ca.add_subparsers(dest="action", required=True)
+    actions.add_parser("stats", parents=[common], help="entries, bytes, models; hits recorded in results")
+    cl = actions.add_parser("clear", parents=[common], help="delete cached replies (all, or one model's)")
+    cl.add_argument("--model", default=None, help="only the entries of this model (chat.model or deployment)")
     return p
 
 
@@ -353,7 +358,7 @@ def endpoint_url(exc: BaseException, settings: Settings) -> str:
 
 
 # Commands that write to storage.root (checked writable at start).
-WRITING_COMMANDS = frozenset({"embed", "index", "run-tasks", "pipeline", "eval"})
+WRITING_COMMANDS = frozenset({"embed", "index", "run-tasks", "pipeline", "eval", "cache"})
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
@@ -363,6 +368,18 @@ def cmd_eval(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     modes = parse_modes(args.modes or settings.retrieval.mode)
     spark, tables = _session(settings, ctx)
     print(run_eval(spark, settings, tables, args.questions, modes, write=not args.no_write))
+    return 0
+
+
+def cmd_cache(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
+    from lakechain.tasks.cache_table import cache_clear, cache_stats
+
+    _, tables = _session(settings, ctx)
+    if args.action == "stats":
+        print(cache_stats(tables))
+    else:
+        which = f" of model {args.model}" if args.model else ""
+        print(f"llm_cache: {cache_clear(tables, args.model)} entries{which} deleted")
     return 0
 
 
@@ -376,6 +393,7 @@ ENDPOINTS_USED = {
     "sql": (),
     "ask": ("embedding", "chat"),
     "eval": ("embedding", "chat"),
+    "cache": (),
 }
 
 COMMANDS = {
@@ -386,6 +404,7 @@ COMMANDS = {
     "sql": cmd_sql,
     "ask": cmd_ask,
     "eval": cmd_eval,
+    "cache": cmd_cache,
 }
 
 
