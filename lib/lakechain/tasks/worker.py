@@ -77,7 +77,7 @@ class ChainServices:
         """The response-cache key of the answer call for ``docs`` (None: no call is made)."""
         from lakechain.chains.qa import qa_messages, question_of
 
-        if not docs:
+        if not docs or not question.strip():
             return None
         return cache_key(call_params(self.settings.chat), qa_messages(question_of(question), docs))
 
