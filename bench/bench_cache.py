@@ -59,7 +59,8 @@ def main() -> None:
     asked = questions(args.tasks, args.duplicates)
     distinct = len(set(asked))
     path = Path(base) / "tasks.jsonl"
-    path.write_text("".join(json.dumps({"task_id": f"b{i:05d}", "question": q}) + "\n" for i, q in enumerate(asked)))
+    lines = [json.dumps({"task_id": f"b{i:05d}", "question": q}) + "\n" for i, q in enumerate(asked)]
+    path.write_text("".join(lines))
     warm = Path(base) / "warm.jsonl"
     warm.write_text("".join(json.dumps({"question": f"Warm-up {i}?"}) + "\n" for i in range(64)))
 
@@ -79,7 +80,8 @@ def main() -> None:
                 "tasks.timeout_s=30",
                 f"tasks.cache={mode}",
             ]
-            for section, model in (("embedding", "fake-embed"), ("chat", "fake-chat"), ("images", "fake-image")):
+            models = (("embedding", "fake-embed"), ("chat", "fake-chat"), ("images", "fake-image"))
+            for section, model in models:
                 overrides += [f"{section}.provider=openai_compatible", f"{section}.base_url={srv.url}",
                               f"{section}.model={model}"]  # fmt: skip
             return load_settings("conf/local.yaml", overrides)
