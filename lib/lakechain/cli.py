@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("action", choices=["start", "stop", "status"])
     srv.add_argument("--port", type=int, default=None, help="start: port on localhost (default 15051)")
     srv.add_argument("--timeout", type=float, default=300.0, help="start/stop: seconds to wait (default 300)")
+    ca = sub.add_parser("cache", help="the response cache (llm_cache table): stats, clear")
+    actions = ca.add_subparsers(dest="action", required=True)
+    actions.add_parser("stats", parents=[common], help="entries, bytes, models; hits recorded in results")
+    cl = actions.add_parser("clear", parents=[common], help="delete cached replies (all, or one model's)")
+    cl.add_argument("--model", default=None, help="only the entries of this model (chat.model or deployment)")
     return p
 
 
@@ -395,7 +400,7 @@ def endpoint_url(exc: BaseException, settings: Settings) -> str:
 INPUTS_READ = {"embed": ("corpus",), "run-tasks": ("tasks",), "pipeline": ("corpus", "tasks")}
 
 # Commands that write to storage.root (checked writable at start).
-WRITING_COMMANDS = frozenset({"embed", "index", "run-tasks", "pipeline", "eval"})
+WRITING_COMMANDS = frozenset({"embed", "index", "run-tasks", "pipeline", "eval", "cache"})
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
@@ -430,6 +435,16 @@ def cmd_server(settings: Settings, args: argparse.Namespace, ctx: Context) -> in
     answering, line = server.status(settings)
     print(line)
     return 0 if answering else 1
+def cmd_cache(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
+    from lakechain.tasks.cache_table import cache_clear, cache_stats
+
+    _, tables = _session(settings, ctx)
+    if args.action == "stats":
+        print(cache_stats(tables))
+    else:
+        which = f" of model {args.model}" if args.model else ""
+        print(f"llm_cache: {cache_clear(tables, args.model)} entries{which} deleted")
+    return 0
 
 
 # Model endpoints each command calls: a remote one lacking its URL/key/deployment fails at
@@ -443,6 +458,7 @@ ENDPOINTS_USED = {
     "ask": ("embedding", "chat"),
     "eval": ("embedding", "chat"),
     "server": (),
+    "cache": (),
 }
 
 COMMANDS = {
@@ -454,6 +470,7 @@ COMMANDS = {
     "ask": cmd_ask,
     "eval": cmd_eval,
     "server": cmd_server,
+    "cache": cmd_cache,
 }
 
 

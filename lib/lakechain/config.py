@@ -339,6 +339,9 @@ class TasksConfig(_Section):
     commit_every: int | None = Field(default=None, ge=1)
     """Tasks per MERGE into ``results`` (one Spark job each): a killed run loses at most the
     uncommitted batches. Default: max(256, partitions × max_concurrency × 64)."""
+    cache: Literal["auto", "on", "off"] = "auto"
+    """Response cache (``llm_cache`` table) for QA answer calls: ``auto`` is on for a remote
+    or llama.cpp chat model at temperature 0, where a reply can be reused as it is."""
 
 
 class Settings(_Section):

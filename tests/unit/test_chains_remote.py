@@ -279,3 +279,23 @@ def test_walkthrough_against_an_openai_compatible_server(srv, tmp_path, capsys):
     assert [_png_size(p.read_bytes()) for p in sorted(tmp_path.glob("*.png"))] == [(64, 64)] * 3
     assert srv.counts["/v1/embeddings"] >= 1 and srv.counts["/v1/images/generations"] == 3
     assert "Q: What is Azure Databricks?" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_a_cached_reply_gives_the_called_result_without_a_call(srv, structured):
+    """What the response cache relies on: the answer chain reads a stored reply as it reads a
+    fresh one (same answer, citations, sources), spends no tokens and calls nothing."""
+    if structured:
+        reply = {"answer": "Spark-based [1].", "citations": [1], "not_in_context": False}
+        srv.chat_responder = lambda body: reply
+    chains = make_chains(srv, structured_output=structured)
+    docs = chains.retriever.retrieve_many(["What is Azure Databricks?"])[0]
+    called = chains.answer.invoke({"question": "What is Azure Databricks?", "docs": docs})
+    assert len(srv.requests_for("/v1/chat/completions")) == 1
+    reply = called["reply"]
+    assert reply["model"] == "gpt-4o-mini" and reply["prompt_tokens"] > 0 and reply["finish_reason"] == "stop"
+    cached = chains.answer.invoke({"question": "What is Azure Databricks?", "docs": docs, "reply": reply})
+    assert len(srv.requests_for("/v1/chat/completions")) == 1
+    same = ("answer", "citations", "sources", "not_in_context", "model")
+    assert {k: cached[k] for k in same} == {k: called[k] for k in same}
+    assert cached["usage"]["total_tokens"] == 0 and called["usage"]["total_tokens"] > 0

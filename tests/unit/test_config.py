@@ -38,6 +38,7 @@ def test_overrides_are_typed_and_repeatable():
         ("embedding.provider=gemini", r"embedding\.provider: .*'local', 'openai', 'azure_openai'"),
         ("nosection.key=1", r"nosection: unknown key; allowed: chat, chunking, corpus"),
         ("images.size=big", r"images\.size: .*512x512"),
+        ("tasks.cache=always", r"tasks\.cache: .*'auto', 'on' or 'off'"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(override, message):

@@ -14,8 +14,9 @@ import tokenize
 from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[2] / "lib" / "lakechain"
-SPARK_MODULES = {"embed/corpus.py", "tasks/input.py"}
-"""Spark readers allowed besides ``storage/`` and each ``*/stage.py``."""
+SPARK_MODULES = {"embed/corpus.py", "tasks/input.py", "tasks/cache_table.py"}
+"""Spark modules allowed besides ``storage/`` and each ``*/stage.py``: the readers, and the
+response cache's join and MERGE (shared by the task stage and ``lakechain cache``)."""
 CLASSIC_ONLY = {"sparkContext", "_jvm", "_jsparkSession", "accumulator", "AccumulatorParam", "broadcast"}
 TABLE_DDL = re.compile(r"\b(chunk_id|task_id|doc_id) string\b")
 

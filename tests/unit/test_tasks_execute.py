@@ -48,10 +48,13 @@ class FakeServices:
         self.retrieve_calls.append(list(questions))
         return [[{"chunk_id": f"c-{q}", "doc_id": "d", "score": 0.9}] for q in questions]
 
-    def answer(self, question: str, docs: list[Any]) -> QAResult:
+    def answer(self, question: str, docs: list[Any], reply: Any = None) -> QAResult:
+        if reply is not None:  # read a cached reply: no call
+            return QAResult(reply["response"], list(docs), {}, reply["model"])
         self._enter("answer", question)
         usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-        return QAResult(f"answer to {question}", list(docs), usage, "fake-chat")
+        text = f"answer to {question}"
+        return QAResult(text, list(docs), usage, "fake-chat", reply={"response": text, "model": "fake-chat"})
 
     def illustration_prompt(
         self, question: str, qa: QAResult, hint: str | None
@@ -143,7 +146,7 @@ def test_illustration_is_skipped_with_a_reason_when_the_answer_failed():
 
 def test_a_not_in_context_answer_is_not_illustrated():
     class NoContext(FakeServices):
-        def answer(self, question: str, docs: list[Any]) -> QAResult:
+        def answer(self, question: str, docs: list[Any], reply: Any = None) -> QAResult:
             return QAResult("Not in context.", [], {}, "fake-chat", not_in_context=True)
 
     services = NoContext()
@@ -191,3 +194,42 @@ def test_each_attempt_takes_a_request_slot_from_the_limiter():
 
 def test_empty_partition():
     assert run_partition([], FakeServices(), cfg()).outcomes == []
+
+
+def test_tasks_sharing_a_cache_key_make_one_call():
+    services = FakeServices(delay=0.02)
+    tasks = [TaskInput(f"t{i}", "same q", None, cache_key="k1") for i in range(6)]
+    tasks.append(TaskInput("other", "other q", None, cache_key="k2"))
+    run = run_partition(tasks, services, cfg(max_concurrency=4))
+    assert sorted(q for k, q in services.calls if k == "answer") == ["other q", "same q"]
+    first, *rest, other = run.outcomes
+    assert (first.cache_hit, first.calls_saved) == (False, 0)
+    assert first.new_reply == {"response": "answer to same q", "model": "fake-chat"}
+    assert all(o.cache_hit and o.calls_saved == 1 and o.new_reply is None for o in rest)
+    assert all(o.answer == "answer to same q" and o.attempts == 0 and o.prompt_tokens == 0 for o in rest)
+    assert (other.cache_hit, other.cache_key, other.new_reply is not None) == (False, "k2", True)
+
+
+def test_a_cached_reply_is_read_without_a_call():
+    services = FakeServices()
+    cached = {"response": "from the cache", "model": "fake-chat"}
+    task = TaskInput("a", "q", None, cache_key="k", cached=cached)
+    (out,) = run_partition([task], services, cfg()).outcomes
+    assert services.calls == []
+    assert (out.status, out.answer, out.cache_hit, out.calls_saved) == ("ok", "from the cache", True, 1)
+    assert (out.attempts, out.prompt_tokens, out.new_reply) == (0, 0, None)
+
+
+def test_a_failed_call_is_not_shared_the_others_call_for_themselves():
+    services = FakeServices(fail={"q": [ValueError("400 bad request")]})
+    tasks = [TaskInput(f"t{i}", "q", None, cache_key="k") for i in range(3)]
+    failed, *others = run_partition(tasks, services, cfg(max_concurrency=3)).outcomes
+    assert (failed.status, failed.new_reply, failed.cache_hit) == ("error", None, False)
+    assert [k for k, _ in services.calls] == ["answer"] * 3
+    assert all(o.status == "ok" and not o.cache_hit and o.new_reply is not None for o in others)
+
+
+def test_tasks_without_a_cache_key_each_call():
+    services = FakeServices()
+    run = run_partition([TaskInput(f"t{i}", "q", None) for i in range(3)], services, cfg())
+    assert len(services.calls) == 3 and not any(o.cache_hit or o.new_reply for o in run.outcomes)

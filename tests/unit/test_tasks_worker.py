@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 
 from lakechain.config import load_settings
+from lakechain.storage.schemas import EXECUTED_COLUMNS
 from lakechain.tasks.execute import TaskOutcome
 from lakechain.tasks.parse import parse_lines
-from lakechain.tasks.results import RESULT_COLUMNS, RunContext, outcome_row, parse_error_row
+from lakechain.tasks.results import RunContext, outcome_row, parse_error_row
 from lakechain.tasks.worker import image_file_path, save_png, worker_settings
 
 CTX = RunContext("run-1", "chat-m", "image-m", "embed-m", "abc123", 7)
-NAMES = [n for n, _ in RESULT_COLUMNS]
+NAMES = [n for n, _ in EXECUTED_COLUMNS]
 
 
 def test_worker_settings_leave_retries_to_the_task_stage():

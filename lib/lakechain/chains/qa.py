@@ -26,6 +26,7 @@ from typing import Any
 from langchain_core.documents import Document
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import BaseModel, Field, ValidationError
 
@@ -116,10 +117,45 @@ def tidy_answer(text: str, finish_reason: str | None) -> str:
     return text if len(kept) == len(sentences) and not cut else " ".join(kept)
 
 
+def qa_messages(question: str, docs: list[Document]) -> list[Any]:
+    """The QA call's exact messages (also what its response-cache key is derived from)."""
+    return qa_prompt.format_messages(context=format_context(docs), question=question)
+
+
+def reply_of(raw: Any, default_model: str) -> dict[str, Any]:
+    """A chat reply as the response cache stores it (``tasks.llm_cache.Reply``)."""
+    usage = usage_from_message(raw)
+    return {
+        "response": str(raw.content),
+        "finish_reason": (raw.response_metadata or {}).get("finish_reason"),
+        "model": model_name_of(raw, default_model),
+        "prompt_tokens": usage["prompt_tokens"],
+        "completion_tokens": usage["completion_tokens"],
+    }
+
+
+def _cached_message(reply: dict[str, Any]) -> AIMessage:
+    """A cached reply as the model's message: no usage, since no tokens were spent on it."""
+    meta = {"finish_reason": reply.get("finish_reason"), "model_name": reply.get("model")}
+    return AIMessage(content=str(reply["response"]), response_metadata=meta)
+
+
+def _parsed_reply(raw: AIMessage) -> dict[str, Any]:
+    """What ``with_structured_output(include_raw=True)`` returns, for a cached JSON reply."""
+    try:
+        return {"raw": raw, "parsed": QAAnswer.model_validate_json(str(raw.content)), "parsing_error": None}
+    except ValidationError as exc:
+        return {"raw": raw, "parsed": None, "parsing_error": exc}
+
+
 def answer_from_docs(
     chat_model: BaseChatModel, *, structured: bool = False, guard: GroundednessGuard | None = None
 ) -> Runnable[dict, dict]:
-    """Runnable ``{"question", "docs": [Document]}`` → QA result dict (see module docstring).
+    """Runnable ``{"question", "docs": [Document], "reply"?}`` → QA result dict (see module docstring).
+
+    With ``reply`` (a cached reply to these exact messages, see ``tasks.llm_cache``) the model
+    is not called and the reply is read as if it had just been returned; the result's
+    ``reply`` is the model reply it was built from, for the cache.
 
     ``structured=True`` uses ``with_structured_output(QAAnswer, method="json_schema")``;
     only pass it for providers that support it (``chat_models.supports_structured_output``).
@@ -138,14 +174,19 @@ def answer_from_docs(
         docs = list(inputs.get("docs") or [])
         if not docs:
             return not_in_context_result(question, docs, name)
-        messages = qa_prompt.format_messages(context=format_context(docs), question=question)
+        messages = qa_messages(question, docs)
+        cached = inputs.get("reply")
+        out: dict[str, Any] = {}
         try:
-            if structured_model is not None:
+            if cached is not None:
+                raw = _cached_message(cached)
+                out = _parsed_reply(raw) if structured_model is not None else {}
+            elif structured_model is not None:
                 reply = structured_model.invoke(messages, config)
                 # include_raw=True: always {"raw", "parsed", "parsing_error"}, never a bare QAAnswer
                 # (the signature cannot say so: its return type does not depend on include_raw).
                 assert isinstance(reply, dict), type(reply)
-                out: dict[str, Any] = reply
+                out = reply
                 raw = out["raw"]
             else:
                 raw = chat_model.invoke(messages, config)
@@ -180,6 +221,7 @@ def answer_from_docs(
             "sources": sources_of(docs, [] if missing else cited),
             "usage": usage_from_message(raw),
             "model": model_name_of(raw, name),
+            "reply": reply_of(raw, name),
             **grounding,
         }
 

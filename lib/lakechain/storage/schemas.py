@@ -139,15 +139,57 @@ RESULT_COLUMNS: Columns = [
     ("index_table_version", "bigint"),
     ("run_id", "string"),
     ("created_at", "timestamp"),
+    ("cache_key", "string"),
+    ("cache_hit", "boolean"),
+    ("calls_saved", "int"),
 ]
+"""``cache_key``: the response-cache key of the task's QA answer call (null: not cached);
+``cache_hit``: that answer came from ``llm_cache`` or from an identical call of this run;
+``calls_saved``: model calls the task did not make thanks to the cache."""
+
+LLM_REPLY_TYPE = (
+    "struct<response:string,finish_reason:string,model:string,prompt_tokens:bigint,completion_tokens:bigint>"
+)
+"""A chat reply as the response cache keeps it (``tasks.llm_cache.Reply``)."""
+EXECUTED_COLUMNS: Columns = [*RESULT_COLUMNS, ("llm_reply", LLM_REPLY_TYPE)]
+"""What the executors return: the results row, and the reply of a call they made (for ``llm_cache``)."""
+
+PREPARED_COLUMNS: Columns = [
+    *[c for c in TASK_COLUMNS if c[0] in EXECUTOR_COLUMNS],
+    ("docs", "string"),
+    ("retrieval_error", "string"),
+    ("cache_key", "string"),
+]
+"""A pending task after its partition's retrieval (not a table): passages as JSON and the
+cache key of its answer call; joined with ``llm_cache`` before the model is called."""
 
 RESULTS_STAGING = "results_staging"
-STAGING_COLUMNS: Columns = [*RESULT_COLUMNS, ("batch", "int")]
-"""Each commit batch's rows, written once by the executors, then MERGEd into ``results``.
-Rows left by a killed run are merged by the next run before it plans (nothing is redone)."""
+STAGING_COLUMNS: Columns = [*EXECUTED_COLUMNS, ("batch", "int")]
+"""Each commit batch's rows, written once by the executors, then MERGEd into ``results``
+(and their new replies into ``llm_cache``). Rows left by a killed run are merged by the
+next run before it plans (nothing is redone)."""
+
+LLM_CACHE = "llm_cache"
+LLM_CACHE_COLUMNS: Columns = [
+    ("cache_key", "string"),
+    ("provider", "string"),
+    ("model", "string"),
+    ("response", "string"),
+    ("finish_reason", "string"),
+    ("response_model", "string"),
+    ("prompt_tokens", "bigint"),
+    ("completion_tokens", "bigint"),
+    ("run_id", "string"),
+    ("created_at", "timestamp"),
+]
+"""The response cache: one successful chat reply per key (``tasks.llm_cache.cache_key``);
+errors are never stored."""
 
 TASKS_DDL = ddl(TASK_COLUMNS)
 RESULTS_DDL = ddl(RESULT_COLUMNS)
+EXECUTED_DDL = ddl(EXECUTED_COLUMNS)
+PREPARED_DDL = ddl(PREPARED_COLUMNS)
+LLM_CACHE_DDL = ddl(LLM_CACHE_COLUMNS)
 EXECUTOR_DDL = ddl([c for c in TASK_COLUMNS if c[0] in EXECUTOR_COLUMNS])
 CHUNKS_DDL = ddl(CHUNK_COLUMNS)
 ERRORS_DDL = ddl(ERROR_COLUMNS)
@@ -209,5 +251,6 @@ TABLES: dict[str, Columns] = {
     RESULTS_STAGING: STAGING_COLUMNS,
     EMBED_STAGING: EMBEDDED_COLUMNS,
     EVAL_RESULTS: EVAL_COLUMNS,
+    LLM_CACHE: LLM_CACHE_COLUMNS,
 }
 """Every table Lakechain writes."""

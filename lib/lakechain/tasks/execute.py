@@ -8,6 +8,12 @@ nothing a task does (a provider failure, a bug in a chain) escapes to fail the p
 Concurrency: a ``ThreadPoolExecutor`` with ``max_concurrency`` workers runs one task per
 worker and a task's calls (answer, illustration prompt, image) one after the other, so at
 most ``max_concurrency`` model calls are in flight per partition.
+
+Response cache (``llm_cache.py``): a task may come with the cache key of its answer call and
+a cached reply (a hit, found by the driver's join with ``llm_cache``). Tasks of a partition
+that share a key and have no cached reply make ONE call: the first of them in input order
+calls, the others wait for its reply and read it as a hit. A failed call is never shared:
+the others then call for themselves.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +38,10 @@ class TaskInput:
     question: str | None
     image_prompt: str | None
     illustrate: bool = False
+    cache_key: str | None = None
+    """Response-cache key of the answer call (None: not cached)."""
+    cached: Mapping[str, Any] | None = None
+    """The cached reply for ``cache_key`` (``llm_cache.Reply``), when there is one."""
 
 
 @dataclass
@@ -45,6 +55,8 @@ class QAResult:
     grounded_share: float | None = None
     """Share of the answer's sentences supported by the passages they cite (None: not checked)."""
     not_grounded: bool = False
+    reply: dict[str, Any] | None = None
+    """The model reply the answer was read from (``llm_cache.Reply``; None: no model call)."""
 
 
 @dataclass
@@ -64,7 +76,9 @@ class Services(Protocol):
 
     def retrieve_many(self, questions: list[str]) -> list[list[Any]]: ...
 
-    def answer(self, question: str, docs: list[Any]) -> QAResult: ...
+    def answer(self, question: str, docs: list[Any], reply: Mapping[str, Any] | None = None) -> QAResult:
+        """``reply``: a cached reply to read instead of calling the model."""
+        ...
 
     def illustration_prompt(
         self, question: str, qa: QAResult, hint: str | None
@@ -95,6 +109,11 @@ class TaskOutcome:
     image_model: str | None = None
     grounded_share: float | None = None
     not_grounded: bool | None = None
+    cache_key: str | None = None
+    cache_hit: bool = False
+    calls_saved: int = 0
+    new_reply: dict[str, Any] | None = None
+    """A reply this task's call got, to store in ``llm_cache`` (never set for a failure)."""
 
     @property
     def status(self) -> str:
@@ -138,6 +157,23 @@ class _Runner:
         self._gauge = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.shared: dict[int, Future[dict[str, Any] | None]] = {}
+        """Task index → the future reply of the first task with the same cache key."""
+        self.leads: dict[int, Future[dict[str, Any] | None]] = {}
+        """Task index → the future its own call's reply completes (the first of its key)."""
+
+    def share_calls(self, tasks: Sequence[TaskInput]) -> None:
+        """Assign one caller per cache key without a cached reply. Callers come first in
+        input order and the pool starts tasks in that order, so a waiting task never holds a
+        worker its caller needs."""
+        first: dict[str, Future[dict[str, Any] | None]] = {}
+        for i, t in enumerate(tasks):
+            if t.cache_key is None or t.cached is not None or not t.question:
+                continue
+            if t.cache_key in first:
+                self.shared[i] = first[t.cache_key]
+            else:
+                self.leads[i] = first[t.cache_key] = Future()
 
     def _jitter_rng(self) -> random.Random:
         with self._rng_lock:  # one child RNG per call: random.Random is not meant to be shared
@@ -172,19 +208,38 @@ class _Runner:
         if limited and self.cfg.limiter is not None:
             self.cfg.limiter.settle(estimate, int((usage or {}).get("total_tokens") or 0))
 
-    def run_task(self, task: TaskInput, docs: list[Any] | None, retrieval_error: str | None) -> TaskOutcome:
-        out = TaskOutcome(task.task_id)
+    def run_task(
+        self, i: int, task: TaskInput, docs: list[Any] | None, retrieval_error: str | None
+    ) -> TaskOutcome:
+        out = TaskOutcome(task.task_id, cache_key=task.cache_key)
         start = self.cfg.clock()
         qa: QAResult | None = None
-        if task.question:
-            qa = self._answer(task, docs, retrieval_error, out)
+        lead = self.leads.get(i)
+        try:
+            if task.question:
+                qa = self._answer(task, self._reply_for(i, task), docs, retrieval_error, out)
+        finally:
+            if lead is not None:  # waiting tasks get the reply, or None: call for yourselves
+                lead.set_result(out.new_reply)
         if task.illustrate or task.image_prompt:
             self._image(task, qa, out)
         out.latency_ms = int(round((self.cfg.clock() - start) * 1000))
         return out
 
+    def _reply_for(self, i: int, task: TaskInput) -> Mapping[str, Any] | None:
+        """The cached reply, else the reply of this partition's caller for the same key."""
+        if task.cached is not None:
+            return task.cached
+        shared = self.shared.get(i)
+        return shared.result() if shared is not None else None
+
     def _answer(
-        self, task: TaskInput, docs: list[Any] | None, retrieval_error: str | None, out: TaskOutcome
+        self,
+        task: TaskInput,
+        reply: Mapping[str, Any] | None,
+        docs: list[Any] | None,
+        retrieval_error: str | None,
+        out: TaskOutcome,
     ) -> QAResult | None:
         question = task.question or ""
         if docs is None:
@@ -199,6 +254,8 @@ class _Runner:
                 out.qa_status = ERROR
                 out.qa_error = f"{exc} (after the batched retrieval failed: {retrieval_error})"
                 return None
+        if reply is not None:
+            return self._answer_from(reply, question, docs, out)
         limited = self.services.chat_limited
         estimate = self.services.estimate_tokens(question, docs) if limited else 0
         try:
@@ -214,6 +271,24 @@ class _Runner:
         out.attempts += n
         self.settle(limited, estimate, qa.usage)
         out.add_usage(qa.usage)
+        if task.cache_key is not None:
+            out.new_reply = qa.reply
+        return self._done(qa, out)
+
+    def _answer_from(
+        self, reply: Mapping[str, Any], question: str, docs: list[Any], out: TaskOutcome
+    ) -> QAResult | None:
+        """Read a cached reply (no model call, no attempt, no tokens)."""
+        try:
+            qa = self.services.answer(question, docs, reply)
+        except Exception as exc:  # e.g. the grounding check failed: this task's error
+            out.qa_status, out.qa_error = ERROR, f"{type(exc).__name__}: {exc}"
+            return None
+        out.cache_hit, out.calls_saved = True, out.calls_saved + 1
+        return self._done(qa, out)
+
+    @staticmethod
+    def _done(qa: QAResult, out: TaskOutcome) -> QAResult:
         out.answer, out.sources, out.chat_model, out.qa_status = qa.answer, qa.sources, qa.model, OK
         out.grounded_share, out.not_grounded = qa.grounded_share, qa.not_grounded
         return qa
@@ -283,36 +358,58 @@ class PartitionRun:
     retrieval_attempts: int
 
 
-def run_partition(tasks: Sequence[TaskInput], services: Services, cfg: ExecConfig) -> PartitionRun:
-    """Execute ``tasks``: ONE batched retrieval for all questions, then bounded concurrency."""
+@dataclass
+class Retrieved:
+    """A partition's batched retrieval: passages per task index (tasks with a question)."""
+
+    docs_for: dict[int, list[Any]]
+    error: str | None = None
+    """Why the batched retrieval failed (each question then retries alone)."""
+    attempts: int = 0
+    errors: dict[int, str] = field(default_factory=dict)
+    """Per task index, where tasks of several retrieval batches run together."""
+
+    def error_of(self, i: int) -> str | None:
+        return self.errors.get(i, self.error)
+
+
+def retrieve_partition(tasks: Sequence[TaskInput], services: Services, cfg: ExecConfig) -> Retrieved:
+    """ONE batched retrieval for all the questions of ``tasks``, under the retry policy."""
     runner = _Runner(services, cfg)
     # Classify once before any thread starts: the classifier imports client modules lazily,
     # and a first import racing in many threads can hand out a half-initialised module.
     cfg.classify(RuntimeError("warm-up"))
     questions = [t.question for t in tasks if t.question]
-    docs_for: dict[int, list[Any]] = {}
-    retrieval_error: str | None = None
-    retrieval_attempts = 0
-    if questions:
-        try:
-            found, retrieval_attempts = runner.call(
-                lambda: services.retrieve_many(list(questions)), "retrieval", False
-            )
-            if len(found) != len(questions):
-                raise ValueError(
-                    f"retrieve_many returned {len(found)} results for {len(questions)} questions"
-                )
-            it = iter(found)
-            docs_for = {i: next(it) for i, t in enumerate(tasks) if t.question}
-        except RetryError as exc:
-            retrieval_error, retrieval_attempts = str(exc), exc.attempts
-        except Exception as exc:  # reported on each QA task
-            retrieval_error = f"retrieval failed: {type(exc).__name__}: {exc}"
+    if not questions:
+        return Retrieved({})
+    try:
+        found, attempts = runner.call(lambda: services.retrieve_many(list(questions)), "retrieval", False)
+        if len(found) != len(questions):
+            raise ValueError(f"retrieve_many returned {len(found)} results for {len(questions)} questions")
+        it = iter(found)
+        return Retrieved({i: next(it) for i, t in enumerate(tasks) if t.question}, None, attempts)
+    except RetryError as exc:
+        return Retrieved({}, str(exc), exc.attempts)
+    except Exception as exc:  # reported on each QA task
+        return Retrieved({}, f"retrieval failed: {type(exc).__name__}: {exc}")
+
+
+def run_partition(
+    tasks: Sequence[TaskInput], services: Services, cfg: ExecConfig, retrieved: Retrieved | None = None
+) -> PartitionRun:
+    """Execute ``tasks`` with bounded concurrency after ONE batched retrieval for all
+    questions (or the one already done: ``retrieved``)."""
+    if retrieved is None:
+        retrieved = retrieve_partition(tasks, services, cfg)
+    runner = _Runner(services, cfg)
+    cfg.classify(RuntimeError("warm-up"))
+    runner.share_calls(tasks)
     with ThreadPoolExecutor(
         max_workers=max(1, cfg.max_concurrency), thread_name_prefix="lakechain-task"
     ) as pool:
         futures = [
-            pool.submit(runner.run_task, t, docs_for.get(i), retrieval_error) for i, t in enumerate(tasks)
+            pool.submit(runner.run_task, i, t, retrieved.docs_for.get(i), retrieved.error_of(i))
+            for i, t in enumerate(tasks)
         ]
         outcomes = [f.result() for f in futures]
-    return PartitionRun(outcomes, runner.max_in_flight, retrieval_attempts)
+    return PartitionRun(outcomes, runner.max_in_flight, retrieved.attempts)

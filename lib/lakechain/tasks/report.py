@@ -25,6 +25,11 @@ class RunReport:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     attempts: int = 0
+    cache_on: bool = False
+    """Whether the response cache was used (``tasks.cache``)."""
+    cache_hits: int = 0
+    """Tasks whose answer came from ``llm_cache`` or from an identical call of this run."""
+    calls_saved: int = 0
     batches: int = 0
     wall_s: float = 0.0
     results_version: int | None = None
@@ -57,6 +62,8 @@ class RunReport:
             f"  this run: {self.ok} ok, {self.error} error ({self.invalid} invalid input), "
             f"{self.attempts} model calls, {self.batches} commits",
             f"  tokens: {self.prompt_tokens} prompt + {self.completion_tokens} completion",
+            f"  response cache: {'on' if self.cache_on else 'off'}, {self.cache_hits} hits, "
+            f"{self.calls_saved} model calls saved",
             f"  wall time: {self.wall_s:.1f} s, {self.throughput:.2f} tasks/s",
             f"  results (this input): {self.results_ok} ok, {self.results_error} error; "
             f"table version {self.results_version}",

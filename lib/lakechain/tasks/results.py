@@ -56,8 +56,9 @@ def png_size(png: bytes | None) -> tuple[int | None, int | None]:
 def outcome_row(
     task: dict[str, Any], out: TaskOutcome, ctx: RunContext, keep_png: bool = False
 ) -> dict[str, Any]:
-    """The results row of an executed task (``task`` holds ``INPUT_COLUMNS``). PNG bytes are
-    kept in the row only with ``keep_png``: images live as files, the table holds their path."""
+    """The executor's row of a task (``EXECUTED_COLUMNS``: the results row and ``llm_reply``,
+    a reply to store in ``llm_cache``). ``task`` holds ``INPUT_COLUMNS``. PNG bytes are kept
+    in the row only with ``keep_png``: images live as files, the table holds their path."""
     qa_tried, image_tried = out.qa_status != SKIPPED, out.image_status != SKIPPED
     width, height = png_size(out.image_png)
     return {
@@ -89,6 +90,10 @@ def outcome_row(
         "index_table_version": ctx.index_table_version if qa_tried else None,
         "run_id": ctx.run_id,
         "created_at": _now(),
+        "cache_key": out.cache_key,
+        "cache_hit": out.cache_hit,
+        "calls_saved": int(out.calls_saved),
+        "llm_reply": out.new_reply,
     }
 
 
@@ -124,4 +129,8 @@ def parse_error_row(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         "index_table_version": None,
         "run_id": ctx.run_id,
         "created_at": _now(),
+        "cache_key": None,
+        "cache_hit": False,
+        "calls_saved": 0,
+        "llm_reply": None,
     }

@@ -10,6 +10,11 @@ How a run commits its work without result rows crossing the driver:
    write the rows to ``results_staging``; the model is called once per task, because the
    rows are read back from that table, never recomputed. A MERGE on ``task_id`` from the
    staged batch into ``results`` runs on a background thread while the next batch runs.
+   With the response cache on (``tasks.cache``), a batch is two ``mapInPandas``: the first
+   retrieves for its partition and derives each task's cache key, the plan joins those
+   rows with ``llm_cache`` and routes equal keys to one partition, the second calls the
+   model once per key that missed (``cache_table.py``, ``llm_cache.py``). Batches are then
+   assigned by a hash of the question, so equal questions share a batch too.
 4. A run killed at any point loses no committed batch, and staged rows are merged by the
    next run, so kill + rerun ends with the same rows as one uninterrupted run. MERGE on
    ``task_id`` (with Delta's conflict retry) cannot create a second row for a task.
@@ -21,6 +26,7 @@ import contextlib
 import logging
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,21 +40,24 @@ from lakechain.runtime.progress import Progress
 from lakechain.runtime.timer import Timer
 from lakechain.storage.schemas import (
     CHUNKS,
+    EXECUTED_DDL,
     EXECUTOR_COLUMNS,
+    PREPARED_DDL,
     RESULT_COLUMNS,
     RESULTS,
-    RESULTS_DDL,
     RESULTS_STAGING,
     TASKS,
     names,
 )
 from lakechain.storage.session import default_parallelism
+from lakechain.tasks.cache_table import store_replies, with_cached
 from lakechain.tasks.input import read_tasks
+from lakechain.tasks.llm_cache import cache_enabled
 from lakechain.tasks.parse import TaskInputError
 from lakechain.tasks.ratelimit import concurrent_partitions
 from lakechain.tasks.report import RunReport, error_kind
 from lakechain.tasks.results import INVALID_INPUT, RunContext
-from lakechain.tasks.worker import make_partition_fn, worker_settings
+from lakechain.tasks.worker import make_partition_fn, make_prepare_fn, worker_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -258,27 +267,35 @@ def _execute(
     batches = max(1, math.ceil(n / size))
     parts = max(1, min(n_parts, math.ceil(n / batches)))
     image_dir = os.path.join(tables.files_root, "images") if settings.tasks.write_image_files else None
+    use_cache = report.cache_on = cache_enabled(settings)
+    prepare = make_prepare_fn(worker_settings(settings), build_dir, use_cache)
     fn = make_partition_fn(
         worker_settings(settings), build_dir, ctx, concurrent_partitions(parts, slots), image_dir
     )
+    cache = (lambda staged: store_replies(tables, staged, settings.chat)) if use_cache else None
+    # Equal questions (hence equal answer calls) in one batch: one call across the run.
+    by = F.coalesce("question", "task_id") if use_cache else F.col("task_id")
     meter = Progress("run-tasks", n, enabled=progress)
     with (
         ThreadPoolExecutor(1, thread_name_prefix="lakechain-commit") as pool,
-        _Commits(tables, pool, report, timer) as commits,
+        _Commits(tables, pool, report, timer, cache) as commits,
     ):
         for b in range(batches):
-            batch = (
-                plan.pending
-                if batches == 1
-                else plan.pending.filter(F.pmod(F.xxhash64("task_id"), F.lit(batches)) == b)
-            )
+            batch = plan.pending
+            if batches > 1:
+                batch = batch.filter(F.pmod(F.xxhash64(by), F.lit(batches)) == b)
             with timer.step("execute"):
-                out = batch.repartition(parts).mapInPandas(fn, RESULTS_DDL)
-                tables.write(out.withColumn("batch", F.lit(b)), RESULTS_STAGING, "append")
+                prepared = batch.repartition(parts).mapInPandas(prepare, PREPARED_DDL)
+                joined = with_cached(tables, prepared, use_cache)
+                if use_cache:  # equal keys to one partition, where one task calls for all
+                    joined = joined.repartition(parts, F.coalesce("cache_key", "task_id"))
+                out = joined.mapInPandas(fn, EXECUTED_DDL)
+                staging = out.withColumn("batch", F.lit(b))
+                tables.write(staging, RESULTS_STAGING, "append", schema_mode="merge")
                 staged = (
                     tables.read(RESULTS_STAGING)
                     .filter((F.col("run_id") == ctx.run_id) & (F.col("batch") == b))
-                    .select(*RESULT_NAMES)
+                    .select(*RESULT_NAMES, "llm_reply")
                 )
                 done = _account(staged, report)
             commits.submit(staged)
@@ -299,6 +316,8 @@ def _account(staged: DataFrame, report: RunReport) -> int:
         F.coalesce(F.sum("completion_tokens"), F.lit(0)).alias("completion"),
         F.coalesce(F.sum("attempts"), F.lit(0)).alias("attempts"),
         F.count(F.when(F.col("error").startswith(INVALID_INPUT), 1)).alias("invalid"),
+        F.count(F.when(F.col("cache_hit"), 1)).alias("hits"),
+        F.coalesce(F.sum("calls_saved"), F.lit(0)).alias("saved"),
     ).first()
     n, ok = int(c["n"]), int(c["ok"])  # type: ignore[index]
     report.ok += ok
@@ -307,6 +326,8 @@ def _account(staged: DataFrame, report: RunReport) -> int:
     report.prompt_tokens += int(c["prompt"])  # type: ignore[index]
     report.completion_tokens += int(c["completion"])  # type: ignore[index]
     report.attempts += int(c["attempts"])  # type: ignore[index]
+    report.cache_hits += int(c["hits"])  # type: ignore[index]
+    report.calls_saved += int(c["saved"])  # type: ignore[index]
     if n > ok:
         errors = (
             staged.filter("status <> 'ok'")
@@ -329,14 +350,29 @@ class _Commits:
     block waits for the last one, also when failing: finished work is committed first.
     """
 
-    def __init__(self, tables: Tables, pool: ThreadPoolExecutor, report: RunReport, timer: Timer) -> None:
+    def __init__(
+        self,
+        tables: Tables,
+        pool: ThreadPoolExecutor,
+        report: RunReport,
+        timer: Timer,
+        cache: Callable[[DataFrame], Any] | None = None,
+    ) -> None:
         self.tables, self.pool, self.report, self.timer = tables, pool, report, timer
+        self.cache = cache
+        """Stores a batch's new replies in ``llm_cache`` after its results are merged."""
         self._pending: Future[int] | None = None
 
     def submit(self, staged: DataFrame) -> None:
         self.wait()
-        self._pending = self.pool.submit(self.tables.merge, staged, RESULTS, ["task_id"])
+        self._pending = self.pool.submit(self._commit, staged)
         self.report.batches += 1
+
+    def _commit(self, staged: DataFrame) -> int:
+        version = self.tables.merge(staged.select(*RESULT_NAMES), RESULTS, ["task_id"], schema_mode="merge")
+        if self.cache is not None:
+            self.cache(staged)
+        return version
 
     def wait(self) -> None:
         if self._pending is not None:
