@@ -133,6 +133,9 @@ class FakeOpenAIServer:
         self.requests: list[tuple[str, Any]] = []
         self.counts: Counter[str] = Counter()
         self.fault_counts: Counter[str] = Counter()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        """Most requests inside their latency sleep at once: proves concurrency without timing."""
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -166,6 +169,7 @@ class FakeOpenAIServer:
             self.requests.clear()
             self.counts.clear()
             self.fault_counts.clear()
+            self.peak_in_flight = 0
             self._rng = random.Random(self._seed)
             self.chat_responder = default_chat_reply
 
@@ -359,7 +363,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fault, latency, retry_after, timeout_sleep = self.fake._record(path, body)
         if latency > 0:
-            time.sleep(latency)
+            with self.fake._lock:
+                self.fake.in_flight += 1
+                self.fake.peak_in_flight = max(self.fake.peak_in_flight, self.fake.in_flight)
+            try:
+                time.sleep(latency)
+            finally:
+                with self.fake._lock:
+                    self.fake.in_flight -= 1
         if fault == "timeout":
             time.sleep(timeout_sleep)
         if fault == "429":
