@@ -146,11 +146,32 @@ STAGING_COLUMNS: Columns = [*RESULT_COLUMNS, ("batch", "int")]
 """Each commit batch's rows, written once by the executors, then MERGEd into ``results``.
 Rows left by a killed run are merged by the next run before it plans (nothing is redone)."""
 
+RUNS = "runs"
+RUN_COLUMNS: Columns = [
+    ("run_id", "string"),
+    ("command", "string"),
+    ("source", "string"),
+    ("started_at", "timestamp"),
+    ("finished_at", "timestamp"),
+    ("wall_s", "double"),
+    ("tasks_total", "bigint"),
+    ("pending", "bigint"),
+    ("ok", "bigint"),
+    ("error", "bigint"),
+    ("skipped", "bigint"),
+    ("stage_seconds", "map<string,double>"),
+    ("report", "string"),
+]
+"""One row per ``run-tasks`` / ``pipeline`` run, appended when it ends: the figures the
+results rows cannot give (tasks skipped, seconds per stage) for ``lakechain report``;
+``report`` is the run's whole ``RunReport`` as JSON."""
+
 TASKS_DDL = ddl(TASK_COLUMNS)
 RESULTS_DDL = ddl(RESULT_COLUMNS)
 EXECUTOR_DDL = ddl([c for c in TASK_COLUMNS if c[0] in EXECUTOR_COLUMNS])
 CHUNKS_DDL = ddl(CHUNK_COLUMNS)
 ERRORS_DDL = ddl(ERROR_COLUMNS)
+RUNS_DDL = ddl(RUN_COLUMNS)
 
 # --- SQL views over results ----------------------------------------------------------------
 
@@ -181,5 +202,6 @@ TABLES: dict[str, Columns] = {
     RESULTS: RESULT_COLUMNS,
     RESULTS_STAGING: STAGING_COLUMNS,
     EMBED_STAGING: EMBEDDED_COLUMNS,
+    RUNS: RUN_COLUMNS,
 }
 """Every table the pipeline writes (``eval_results`` and others register here too)."""
