@@ -61,7 +61,12 @@ def test_cited_chunks_are_stored_once_and_texts_capped():
     src = [{"chunk_id": "c1", "doc_id": "d1", "score": 0.5}]
     rows = [
         {"task_id": "a", "status": "ok", "answer": "x" * 50, "sources": src},
-        {"task_id": "b", "status": "ok", "answer": "short", "sources": src + [{"chunk_id": "c2", "doc_id": "d2"}]},
+        {
+            "task_id": "b",
+            "status": "ok",
+            "answer": "short",
+            "sources": src + [{"chunk_id": "c2", "doc_id": "d2"}],
+        },
     ]
     out, chunks = rd.compact_rows(rows, {"c1": "y" * 100}, limits)
     assert chunks == [["c1", "d1", "y" * 19 + "…"], ["c2", "d2", None]]

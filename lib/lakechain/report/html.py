@@ -104,18 +104,22 @@ def render(data: ReportData) -> str:
     stages = data["stages"]
     total = sum(stages.values()) or 1.0
     hist = data["histogram"]
-    return environment().get_template("report.html.j2").render(
-        d=data,
-        payload={
-            "columns": data["columns"],
-            "rows": data["rows"],
-            "chunks": data["chunks"],
-            "images": data["images"],
-        },
-        stage_share={k: v / total for k, v in stages.items()},
-        phase_total=sum(data["phases"].values()) or 1.0,
-        bars=histogram_bars(hist) if hist else [],
-        axis=ticks(hist["lo"], hist["hi"]) if hist else [],
-        chart={"w": CHART_W, "h": CHART_H},
-        errors_total=sum(g["count"] for g in data["errors"]) or 1,
+    return (
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            d=data,
+            payload={
+                "columns": data["columns"],
+                "rows": data["rows"],
+                "chunks": data["chunks"],
+                "images": data["images"],
+            },
+            stage_share={k: v / total for k, v in stages.items()},
+            phase_total=sum(data["phases"].values()) or 1.0,
+            bars=histogram_bars(hist) if hist else [],
+            axis=ticks(hist["lo"], hist["hi"]) if hist else [],
+            chart={"w": CHART_W, "h": CHART_H},
+            errors_total=sum(g["count"] for g in data["errors"]) or 1,
+        )
     )

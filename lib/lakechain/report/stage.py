@@ -29,8 +29,23 @@ if TYPE_CHECKING:
 TOP_REASONS = 20
 EXAMPLES = 3
 BINS = 24
-SHOWN = {"run_id", "source", "ok", "error", "skipped", "tasks_total", "pending", "invalid", "timings", "wall_s",
-         "prompt_tokens", "completion_tokens", "notes", "cost_usd", "cache_hits"}  # fmt: skip
+SHOWN = {
+    "run_id",
+    "source",
+    "ok",
+    "error",
+    "skipped",
+    "tasks_total",
+    "pending",
+    "invalid",
+    "timings",
+    "wall_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "notes",
+    "cost_usd",
+    "cache_hits",
+}
 """RunReport fields the page shows in its own sections (the rest go to "Run details")."""
 CACHE_HIT, COST = "cache_hit", "cost_usd"
 """Optional ``results`` columns: read when the table has them."""
@@ -98,12 +113,16 @@ def latest_run_id(tables: Tables) -> str:
     )
 
 
-def collect(tables: Tables, run_id: str, out_dir: str, limits: rd.Limits = rd.DEFAULT_LIMITS) -> rd.ReportData:
+def collect(
+    tables: Tables, run_id: str, out_dir: str, limits: rd.Limits = rd.DEFAULT_LIMITS
+) -> rd.ReportData:
     """Everything the page shows for ``run_id``, as :class:`~lakechain.report.data.ReportData`."""
     run = _run_row(tables, run_id)
     results = tables.read(RESULTS).filter(F.col("run_id") == run_id) if tables.exists(RESULTS) else None
     if run is None and (results is None or results.isEmpty()):
-        raise TableNotFoundError(f"no run {run_id!r} in {tables.full_name(RUNS)} or {tables.full_name(RESULTS)}")
+        raise TableNotFoundError(
+            f"no run {run_id!r} in {tables.full_name(RUNS)} or {tables.full_name(RESULTS)}"
+        )
     report: dict[str, Any] = json.loads(run["report"]) if run else {}
     totals = _totals(results)
     rows, chunks = _rows(tables, results, limits) if results is not None else ([], [])
@@ -158,8 +177,15 @@ def _optional(df: DataFrame, column: str) -> Column | None:
 def _totals(results: DataFrame | None) -> dict[str, Any]:
     """Counts and sums over the run's rows, in one aggregate."""
     if results is None:
-        return {"n": 0, "ok": 0, "error": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                "cache_hits": None, "cost_usd": None}  # fmt: skip
+        return {
+            "n": 0,
+            "ok": 0,
+            "error": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cache_hits": None,
+            "cost_usd": None,
+        }
     hit, cost = _optional(results, CACHE_HIT), _optional(results, COST)
     c = results.agg(
         F.count(F.lit(1)).alias("n"),
@@ -229,8 +255,10 @@ def _failures(results: DataFrame) -> list[rd.ErrorGroup]:
     by_reason: dict[str, list[rd.ErrorExample]] = {}
     for e in examples:
         by_reason.setdefault(e["reason"], []).append({"task_id": e["task_id"], "error": e["error"] or ""})
-    return [{"reason": r["reason"], "count": int(r["count"]), "examples": by_reason.get(r["reason"], [])}
-            for r in top]  # fmt: skip
+    return [
+        {"reason": r["reason"], "count": int(r["count"]), "examples": by_reason.get(r["reason"], [])}
+        for r in top
+    ]
 
 
 def _histogram(results: DataFrame) -> rd.Histogram | None:
@@ -248,13 +276,28 @@ def _histogram(results: DataFrame) -> rd.Histogram | None:
     return rd.histogram(lo, hi, counts, bins)
 
 
-def _rows(tables: Tables, results: DataFrame, limits: rd.Limits) -> tuple[list[list[Any]], list[list[str | None]]]:
+def _rows(
+    tables: Tables, results: DataFrame, limits: rd.Limits
+) -> tuple[list[list[Any]], list[list[str | None]]]:
     """The first ``limits.rows`` results by task id (texts capped in Spark), and the text of
     the chunks they cite (at most ``limits.chunks``)."""
-    cut = {"question": limits["question_chars"], "image_prompt": limits["question_chars"],
-           "answer": limits["answer_chars"], "error": limits["error_chars"]}  # fmt: skip
-    plain = ["task_id", "status", "prompt_tokens", "completion_tokens", "latency_ms", "chat_model",
-             "image_model", "image_status", "sources"]  # fmt: skip
+    cut = {
+        "question": limits["question_chars"],
+        "image_prompt": limits["question_chars"],
+        "answer": limits["answer_chars"],
+        "error": limits["error_chars"],
+    }
+    plain = [
+        "task_id",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "chat_model",
+        "image_model",
+        "image_status",
+        "sources",
+    ]
     hit = _optional(results, CACHE_HIT)
     first = (
         results.select(
@@ -267,7 +310,9 @@ def _rows(tables: Tables, results: DataFrame, limits: rd.Limits) -> tuple[list[l
     )
     texts: dict[str, str] = {}
     if tables.exists(CHUNKS):
-        cited = first.select(F.explode("sources.chunk_id").alias("chunk_id")).distinct().limit(limits["chunks"])
+        cited = (
+            first.select(F.explode("sources.chunk_id").alias("chunk_id")).distinct().limit(limits["chunks"])
+        )
         text = F.substring("text", 1, limits["chunk_chars"] + 1).alias("text")
         for r in tables.read(CHUNKS).join(cited, "chunk_id").select("chunk_id", text).collect():
             texts[r["chunk_id"]] = r["text"]
@@ -282,8 +327,17 @@ def _images(results: DataFrame, out_dir: str, limits: rd.Limits) -> tuple[list[r
     total = tried.count()
     if not total:
         return [], 0
-    cols = ["task_id", "image_status", "image_prompt", "question", "image_prompt_used", "image_error",
-            "image_width", "image_height", "image_path"]  # fmt: skip
+    cols = [
+        "task_id",
+        "image_status",
+        "image_prompt",
+        "question",
+        "image_prompt_used",
+        "image_error",
+        "image_width",
+        "image_height",
+        "image_path",
+    ]
     rows = [r.asDict() for r in tried.select(*cols).orderBy("task_id").limit(limits["gallery"]).collect()]
     thumbs = [r for r in rows if r["image_status"] == "ok"][: limits["thumbnails"]]
     png = {r["task_id"]: rd.read_png(r["image_path"]) for r in thumbs}

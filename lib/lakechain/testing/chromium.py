@@ -55,11 +55,16 @@ class Chromium:
         self.width, self.height = width, height
         self.profile = tempfile.mkdtemp(prefix="lakechain-chromium-")
         self.proc = subprocess.Popen(
-            [find_chromium(), *FLAGS, f"--user-data-dir={self.profile}", f"--window-size={width},{height}",
-             "about:blank"],
+            [
+                find_chromium(),
+                *FLAGS,
+                f"--user-data-dir={self.profile}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         self.port = self._port(start_timeout_s)
 
     def _port(self, timeout_s: float) -> int:
@@ -75,10 +80,11 @@ class Chromium:
         raise ChromiumError(f"chromium did not open its DevTools port within {timeout_s:.0f} s")
 
     def page(self) -> Page:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=10) as resp:
-            targets = json.load(resp)
-        tab = next(t for t in targets if t.get("type") == "page")
-        return Page(connect(tab["webSocketDebuggerUrl"], max_size=None, open_timeout=10), self)
+        """A new tab (closed by ``Page.close``)."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/json/new?about:blank", method="PUT")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            tab = json.load(resp)
+        return Page(connect(tab["webSocketDebuggerUrl"], max_size=None, open_timeout=10), self, tab["id"])
 
     def close(self) -> None:
         self.proc.terminate()
@@ -99,8 +105,8 @@ class Chromium:
 class Page:
     """One tab: commands wait for their reply; events are kept for ``errors()`` and ``requests()``."""
 
-    def __init__(self, ws: ClientConnection, browser: Chromium) -> None:
-        self.ws, self.browser = ws, browser
+    def __init__(self, ws: ClientConnection, browser: Chromium, target_id: str) -> None:
+        self.ws, self.browser, self.target_id = ws, browser, target_id
         self.ids = itertools.count(1)
         self.events: list[dict[str, Any]] = []
         for domain in ("Page", "Runtime", "Log", "Network"):
@@ -143,14 +149,31 @@ class Page:
             raise ChromiumError(f"{expression!r}: {out['exceptionDetails'].get('exception', out)}")
         return out.get("result", {}).get("value")
 
+    def text(self, selector: str) -> str:
+        """The text of the first element matching ``selector``."""
+        return str(self.evaluate(f"document.querySelector({json.dumps(selector)}).textContent"))
+
+    def texts(self, selector: str) -> list[str]:
+        """The text of every element matching ``selector``, in document order."""
+        return list(
+            self.evaluate(
+                f"Array.from(document.querySelectorAll({json.dumps(selector)}), e => e.textContent)"
+            )
+        )
+
     def click(self, selector: str) -> None:
         self.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
 
     def screenshot(self, path: str | os.PathLike[str], max_height: int = 8000) -> None:
         """A PNG of the whole page (up to ``max_height`` CSS pixels tall)."""
         height = min(int(self.evaluate("document.documentElement.scrollHeight")), max_height)
-        self.send("Emulation.setDeviceMetricsOverride", width=self.browser.width, height=height,
-                  deviceScaleFactor=1, mobile=False)  # fmt: skip
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.browser.width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         shot = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         self.send("Emulation.clearDeviceMetricsOverride")
         Path(path).write_bytes(base64.b64decode(shot["data"]))
@@ -172,7 +195,21 @@ class Page:
     def requests(self) -> list[str]:
         """URLs the page requested since the last ``open``."""
         self.drain()
-        return [e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"]
+        return [
+            e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"
+        ]
+
+    def close(self) -> None:
+        self.ws.close()
+        url = f"http://127.0.0.1:{self.browser.port}/json/close/{self.target_id}"
+        with urllib.request.urlopen(url, timeout=10):
+            pass
+
+    def __enter__(self) -> Page:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def drain(self, quiet_s: float = 0.2) -> None:
         """Collect the events already sent (until the socket is quiet for ``quiet_s``)."""
