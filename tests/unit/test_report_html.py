@@ -84,6 +84,7 @@ def test_thumbnails_are_small_jpeg_data_uris():
 
 def test_images_link_relative_to_the_report_folder():
     assert rd.image_href("/lake/images/t1.png", "/lake/reports") == "../images/t1.png"
+    assert rd.image_href("/my lake #1/images/t1.png", "/out") == "../my%20lake%20%231/images/t1.png"
     assert rd.image_href("dbfs:/Volumes/x/t1.png", "/lake/reports") == "dbfs:/Volumes/x/t1.png"
     assert rd.image_href(None, "/lake/reports") is None
 

@@ -13,7 +13,9 @@ import io
 import os
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal, TypedDict
+from urllib.parse import quote
 
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 """A path with a scheme (``dbfs:``, ``abfss://``): not a local file (one letter is a drive)."""
@@ -206,8 +208,8 @@ def thumbnail(png: bytes, px: int) -> str | None:
 
 
 def image_href(path: str | None, out_dir: str) -> str | None:
-    """How the page links a full-size image: relative to the report's folder (the report and
-    the images move together under the storage root), else a file: URI (another drive)."""
+    """How the page links a full-size image: a URL relative to the report's folder (the report
+    and the images move together under the storage root), else a file: URI (another drive)."""
     if not path:
         return None
     if URI.match(path):
@@ -215,8 +217,8 @@ def image_href(path: str | None, out_dir: str) -> str | None:
     try:
         rel = os.path.relpath(path, out_dir)
     except ValueError:  # another drive (Windows)
-        return "file://" + os.path.abspath(path)
-    return rel.replace(os.sep, "/")
+        return Path(path).resolve().as_uri()
+    return quote(rel.replace(os.sep, "/"))  # a folder named "a #1" must not end the URL
 
 
 def image_entry(r: Mapping[str, Any], out_dir: str, png: bytes | None, limits: Limits) -> Image:

@@ -121,7 +121,8 @@ def collect(
     results = tables.read(RESULTS).filter(F.col("run_id") == run_id) if tables.exists(RESULTS) else None
     if run is None and (results is None or results.isEmpty()):
         raise TableNotFoundError(
-            f"no run {run_id!r} in {tables.full_name(RUNS)} or {tables.full_name(RESULTS)}"
+            f"no run {run_id!r} in {tables.full_name(RUNS)} or {tables.full_name(RESULTS)}; list the runs "
+            f'with `lakechain sql "SELECT run_id, command, started_at FROM {RUNS} ORDER BY started_at DESC"`'
         )
     report: dict[str, Any] = json.loads(run["report"]) if run else {}
     totals = _totals(results)
