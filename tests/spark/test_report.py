@@ -3,10 +3,15 @@ and headless Chromium shows the run's counts, sorts, highlights sources and open
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
 import shutil
+import uuid
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from pyspark.sql import functions as F
@@ -26,11 +31,22 @@ TASKS = [
 ]
 
 
-@pytest.fixture
-def run(spark, settings, tables, tmp_path, capsys):
-    """``lakechain pipeline`` in this process (the suite's session) on four corpus files and
-    TASKS: (cli args, the report path it printed)."""
-    corpus = tmp_path / "corpus"
+class Lake(NamedTuple):
+    tables: Any
+    args: list[str]
+    report: Path
+
+
+@pytest.fixture(scope="module")
+def lake(spark, base_settings, tmp_path_factory) -> Lake:
+    """``lakechain pipeline`` run once in this process (the suite's session) on four corpus
+    files and TASKS: its tables, CLI arguments and the report path it printed."""
+    from lakechain.storage.tables import Tables
+
+    tmp = tmp_path_factory.mktemp("report")
+    settings = base_settings.model_copy(deep=True)
+    settings.storage.root, settings.storage.schema_ = str(tmp / "lake"), f"t_{uuid.uuid4().hex[:12]}"
+    corpus = tmp / "corpus"
     corpus.mkdir()
     for name in ("azure_databricks.txt", "embeddings.txt", "delta/acid_transactions.md", "faiss"):
         src = REPO / "data" / "corpus" / name
@@ -38,28 +54,25 @@ def run(spark, settings, tables, tmp_path, capsys):
             shutil.copytree(src, corpus / src.name)
         else:
             shutil.copy(src, corpus / src.name)
-    tasks = tmp_path / "tasks.jsonl"
+    tasks = tmp / "tasks.jsonl"
     tasks.write_text("".join(json.dumps(t) + "\n" for t in TASKS), encoding="utf-8")
     args = [
-        "--set",
-        f"storage.root={settings.storage.root}",
-        "--set",
-        f"storage.schema={settings.storage.schema_}",
-        "--set",
-        f"corpus.path={corpus}",
-        "--set",
-        f"tasks.path={tasks}",
-        "--set",
-        "tasks.partitions=1",
+        *("--set", f"storage.root={settings.storage.root}"),
+        *("--set", f"storage.schema={settings.storage.schema_}"),
+        *("--set", f"corpus.path={corpus}"),
+        *("--set", f"tasks.path={tasks}"),
+        *("--set", "tasks.partitions=1"),
     ]
-    assert main(["pipeline", *args]) == 0
-    printed = re.search(r"^report: (.+\.html)$", capsys.readouterr().out, re.M)
-    assert printed is not None
-    return args, Path(printed.group(1))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["pipeline", *args]) == 0
+    printed = re.search(r"^report: (.+\.html)$", out.getvalue(), re.M)
+    assert printed is not None, out.getvalue()
+    return Lake(Tables(spark, settings), args, Path(printed.group(1)))
 
 
-def test_pipeline_records_the_run_and_writes_its_report_under_the_root(run, tables, settings):
-    _, path = run
+def test_pipeline_records_the_run_and_writes_its_report_under_the_root(lake):
+    tables, path = lake.tables, lake.report
     row = tables.read("runs").first()
     assert path == Path(tables.files_root) / "reports" / f"{row['run_id']}.html" and path.is_file()
     assert (row["command"], row["tasks_total"], row["ok"], row["error"]) == ("pipeline", 6, 4, 2)
@@ -67,8 +80,8 @@ def test_pipeline_records_the_run_and_writes_its_report_under_the_root(run, tabl
     assert json.loads(row["report"])["timings"]["execute"] > 0
 
 
-def test_the_report_in_chromium(run, tables, chromium, tmp_path):
-    _, path = run
+def test_the_report_in_chromium(lake, chromium, tmp_path):
+    tables, path = lake.tables, lake.report
     ok = tables.read("results").filter("status = 'ok'").count()
     with chromium.page() as page:
         page.open(path.as_uri())
@@ -111,14 +124,15 @@ def test_the_report_in_chromium(run, tables, chromium, tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 50_000
 
 
-def test_report_command_writes_a_chosen_run_to_a_chosen_file(run, tables, tmp_path, capsys):
-    args, _ = run
-    run_id = tables.read("runs").first()["run_id"]
+def test_report_command_writes_a_chosen_run_to_a_chosen_file(lake, tmp_path, capsys):
+    args = lake.args
+    run_id = lake.tables.read("runs").first()["run_id"]
     out = tmp_path / "elsewhere" / "r.html"
     assert main(["report", *args, "--run-id", run_id, "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     page = out.read_text(encoding="utf-8")
-    assert run_id in page and "../../lake/images/" in page
+    images = os.path.relpath(os.path.join(lake.tables.files_root, "images"), out.parent)
+    assert run_id in page and f'"href": "{images}/' in page  # full-size links relative to the file
     assert main(["report", *args, "--run-id", "run-nope"]) == 2
     assert "no run 'run-nope'" in capsys.readouterr().err
 
