@@ -141,6 +141,7 @@ def test_failure_reasons_group_in_spark_as_error_kind_does(spark):
     messages = [
         "qa: timeout: after 60 s; attempt 3",
         "invalid task input: malformed JSON: x",
+        "invalid task input: line 12: qa.question is empty",
         "plain",
         "",
         None,

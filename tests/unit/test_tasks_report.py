@@ -20,3 +20,9 @@ def test_error_kind_groups_messages_by_their_cause():
     b = error_kind("qa: answer failed after 5 attempts: ProviderError: server (HTTP 500)")
     assert a == b == "qa: answer failed after 5 attempts"
     assert error_kind(None) == "unknown"
+
+
+def test_error_kind_groups_bad_input_rows_whatever_their_line():
+    a = error_kind("invalid task input: line 5: qa.question is empty")
+    b = error_kind("invalid task input: line 12: qa.question is empty")
+    assert a == b == "invalid task input: line N"

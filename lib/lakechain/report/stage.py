@@ -19,7 +19,7 @@ from lakechain.errors import TableNotFoundError
 from lakechain.report import data as rd
 from lakechain.report.html import render
 from lakechain.storage.schemas import CHUNKS, RESULTS, RUNS, RUNS_DDL
-from lakechain.tasks.report import RunReport
+from lakechain.tasks.report import POSITION, RunReport
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -74,9 +74,12 @@ def record_run(tables: Tables, command: str, report: RunReport, stage_seconds: d
 
 def error_reason(message: Column) -> Column:
     """``tasks.report.error_kind`` as a Spark expression, so failures group on the executors:
-    the text before the first ``;``, up to its second ``:``, trimmed, 80 characters."""
+    the text before the first ``;``, up to its second ``:``, trimmed, positions made ``line N``,
+    80 characters."""
     head = F.split(F.split(message, ";", 2)[0], ":", 3)
-    kind = F.substring(F.trim(F.concat_ws(":", F.slice(head, 1, 2))), 1, 80)
+    kind = F.substring(
+        F.regexp_replace(F.trim(F.concat_ws(":", F.slice(head, 1, 2))), POSITION, "$1 N"), 1, 80
+    )
     return F.when(message.isNull() | (message == ""), F.lit("unknown")).otherwise(kind)
 
 

@@ -6,6 +6,7 @@ Which tasks a run executes is decided on the cluster (``stage._pending``, a join
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -79,9 +80,15 @@ class RunReport:
         return "\n".join(lines)
 
 
+POSITION = r"\b(line|row) \d+"
+"""Where in the input a bad row was (dropped when grouping reasons)."""
+
+
 def error_kind(message: str | None) -> str:
-    """A short, groupable reason from an error message (for the report)."""
+    """A short, groupable reason from an error message (for the report): the text before the
+    first ``;`` up to its second ``:``, with input positions (``line 5``) made ``line N`` so
+    one cause groups once whichever rows it hit."""
     if not message:
         return "unknown"
     parts = message.split(";")[0].split(":", 2)
-    return ":".join(parts[:2]).strip()[:80]
+    return re.sub(POSITION, r"\1 N", ":".join(parts[:2]).strip())[:80]
