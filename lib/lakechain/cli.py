@@ -240,6 +240,11 @@ def task_failures(report: Any, settings: Settings) -> str | None:
     )
 
 
+def budget_stopped(report: Any) -> str | None:
+    """The budget's one line when it stopped the run (exit 1: the input is not finished)."""
+    return f"run-tasks: {report.budget_stop}" if report.budget_stop else None
+
+
 def _verdict(*failures: str | None) -> int:
     """Exit 1 (a red scheduled job) when a stage failed too often; its rows stay committed."""
     shown = [f for f in failures if f]
@@ -271,7 +276,7 @@ def cmd_run_tasks(settings: Settings, args: argparse.Namespace, ctx: Context) ->
     spark, tables = _session(settings, ctx)
     report = run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force)
     print(report)
-    return _verdict(task_failures(report, settings))
+    return _verdict(task_failures(report, settings), budget_stopped(report))
 
 
 def cmd_pipeline(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
@@ -286,7 +291,9 @@ def cmd_pipeline(settings: Settings, args: argparse.Namespace, ctx: Context) -> 
     print(index.summary(rebuild_flag="--rebuild-index"))
     report = run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force)
     print(report)
-    return _verdict(embed_failures(embedded, settings), task_failures(report, settings))
+    return _verdict(
+        embed_failures(embedded, settings), task_failures(report, settings), budget_stopped(report)
+    )
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:

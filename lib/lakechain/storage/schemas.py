@@ -137,9 +137,17 @@ RESULT_COLUMNS: Columns = [
     ("embedding_model", "string"),
     ("index_checksum", "string"),
     ("index_table_version", "bigint"),
+    ("fingerprint", "string"),
+    ("chat_fp", "string"),
+    ("image_fp", "string"),
+    ("prompt_fp", "string"),
+    ("retrieval_fp", "string"),
+    ("cost_usd", "double"),
     ("run_id", "string"),
     ("created_at", "timestamp"),
 ]
+"""``fingerprint`` and the ``*_fp`` parts: what determined the row (``tasks.provenance``);
+``cost_usd``: its model calls at ``prices`` (null when a model it used has no price)."""
 
 RESULTS_STAGING = "results_staging"
 STAGING_COLUMNS: Columns = [*RESULT_COLUMNS, ("batch", "int")]
