@@ -115,3 +115,21 @@ def test_budget_projects_the_next_batch_from_the_average_so_far():
     tokens = Budget(max_tokens=10_000).stop_reason(0.0, 6000, 100, 100, 300)
     assert tokens is not None and "over tasks.max_tokens=10000" in tokens
     assert not Budget().limited and Budget().stop_reason(9.0, 9, 1, 1, 3) is None
+
+
+def test_an_executed_row_carries_its_provenance_and_cost():
+    import dataclasses
+
+    from lakechain.tasks.execute import TaskOutcome
+    from lakechain.tasks.results import RunContext, outcome_row
+
+    p = parts()
+    ctx = RunContext("run-1", "gpt-4o", "m", "e", "idx-1", 1, p, DEFAULT_PRICES["gpt-4o"], FREE)
+    out = TaskOutcome("t1", answer="A", qa_status="ok", prompt_tokens=1000, completion_tokens=100)
+    task = {"task_id": "t1", "question": "Q?", "image_prompt": None, "illustrate": False, "input_hash": "h"}
+    row = outcome_row(task, out, ctx)
+    assert row["cost_usd"] == pytest.approx((1000 * 2.50 + 100 * 10.00) / 1e6)
+    assert (
+        row["fingerprint"] == row_provenance(p, "h", asks=True, draws=False, illustrates=False)["fingerprint"]
+    )
+    assert outcome_row(task, out, dataclasses.replace(ctx, chat_price=None))["cost_usd"] is None
