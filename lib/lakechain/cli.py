@@ -286,6 +286,11 @@ def task_failures(report: Any, settings: Settings) -> str | None:
     )
 
 
+def budget_stopped(report: Any) -> str | None:
+    """The budget's one line when it stopped the run (exit 1: the input is not finished)."""
+    return f"run-tasks: {report.budget_stop}" if report.budget_stop else None
+
+
 def _verdict(*failures: str | None) -> int:
     """Exit 1 (a red scheduled job) when a stage failed too often; its rows stay committed."""
     shown = [f for f in failures if f]
@@ -318,7 +323,7 @@ def cmd_run_tasks(settings: Settings, args: argparse.Namespace, ctx: Context) ->
     report = run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force)
     print(report)
     _record_run(tables, "run-tasks", report, {"run-tasks": report.wall_s})
-    return _verdict(task_failures(report, settings))
+    return _verdict(task_failures(report, settings), budget_stopped(report))
 
 
 def _record_run(tables: Any, command: str, report: Any, stage_seconds: dict[str, float]) -> None:
@@ -347,7 +352,9 @@ def cmd_pipeline(settings: Settings, args: argparse.Namespace, ctx: Context) -> 
         from lakechain.report.stage import write_report
 
         print(f"report: {write_report(tables, report.run_id)}")
-    return _verdict(embed_failures(embedded, settings), task_failures(report, settings))
+    return _verdict(
+        embed_failures(embedded, settings), task_failures(report, settings), budget_stopped(report)
+    )
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:

@@ -318,6 +318,10 @@ class RetrievalConfig(_Section):
         return self.dense_weight, self.keyword_weight
 
 
+RecomputeReason = Literal["input", "model", "prompt", "retrieval", "index"]
+DEFAULT_RECOMPUTE_ON: tuple[RecomputeReason, ...] = ("input", "model", "prompt")
+
+
 class TasksConfig(_Section):
     path: str = "./data/tasks.jsonl"
     """JSON lines (multi-task or flat rows), or a table name."""
@@ -342,6 +346,31 @@ class TasksConfig(_Section):
     cache: Literal["auto", "on", "off"] = "auto"
     """Response cache (``llm_cache`` table) for QA answer calls: ``auto`` is on for a remote
     or llama.cpp chat model at temperature 0, where a reply can be reused as it is."""
+    recompute_on: list[RecomputeReason] = Field(default_factory=lambda: list(DEFAULT_RECOMPUTE_ON))
+    """Which changes since a task's result make it pending again: its ``input``, the chat or
+    image ``model`` (or their parameters), a ``prompt`` template, the ``retrieval`` settings,
+    the ``index`` build (add it so new knowledge re-answers questions). Comma-separated with
+    ``--set``."""
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    """Stop at the next commit boundary before the spend (``prices``) would pass this; the
+    committed results are kept and a run with a larger budget resumes."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """The same budget in model tokens (prompt + completion)."""
+
+    @field_validator("recompute_on", mode="before")
+    @classmethod
+    def _reasons(cls, v: Any) -> Any:
+        if isinstance(v, str):  # --set tasks.recompute_on=input,model,index
+            v = [p.strip() for p in v.split(",") if p.strip()]
+        return list(dict.fromkeys(v)) if isinstance(v, list) else v
+
+
+class PriceConfig(_Section):
+    """A model's price in USD (``prices.<model>``); defaults in ``lakechain.tasks.pricing``."""
+
+    input_per_1m: float = Field(default=0.0, ge=0)
+    output_per_1m: float = Field(default=0.0, ge=0)
+    per_image: float = Field(default=0.0, ge=0)
 
 
 class Settings(_Section):
@@ -355,6 +384,8 @@ class Settings(_Section):
     chat: ChatConfig = Field(default_factory=ChatConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     tasks: TasksConfig = Field(default_factory=TasksConfig)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    """Per model name: added to or overriding ``lakechain.tasks.pricing.DEFAULT_PRICES``."""
 
     # Resolved value → the reference it came from, so values read from the environment or
     # a secret scope are shown as their reference wherever they sit, not only in api_key.

@@ -137,13 +137,21 @@ RESULT_COLUMNS: Columns = [
     ("embedding_model", "string"),
     ("index_checksum", "string"),
     ("index_table_version", "bigint"),
+    ("fingerprint", "string"),
+    ("chat_fp", "string"),
+    ("image_fp", "string"),
+    ("prompt_fp", "string"),
+    ("retrieval_fp", "string"),
+    ("cost_usd", "double"),
     ("run_id", "string"),
     ("created_at", "timestamp"),
     ("cache_key", "string"),
     ("cache_hit", "boolean"),
     ("calls_saved", "int"),
 ]
-"""``cache_key``: the response-cache key of the task's QA answer call (null: not cached);
+"""``fingerprint`` and the ``*_fp`` parts: what determined the row (``tasks.provenance``);
+``cost_usd``: its model calls at ``prices`` (null when a model it used has no price).
+``cache_key``: the response-cache key of the task's QA answer call (null: not cached);
 ``cache_hit``: that answer came from ``llm_cache`` or from an identical call of this run;
 ``calls_saved``: model calls the task did not make thanks to the cache."""
 

@@ -286,6 +286,20 @@ class Tables:
         if problems:
             raise SchemaMismatchError(f"write to {self.full_name(name)} refused: " + "; ".join(problems))
 
+    def add_missing_columns(self, name: str, columns: list[tuple[str, str]]) -> list[str]:
+        """Add the ``columns`` an existing table lacks (null in its old rows), in one commit:
+        a table written by an older release keeps its rows and takes the new writes."""
+        if not self.exists(name):
+            return []
+        have = {f.name.lower() for f in self.read(name).schema.fields}
+        missing = [(c, kind) for c, kind in columns if c.lower() not in have]
+        if missing:
+            added = ", ".join(f"`{c}` {kind}" for c, kind in missing)
+            alter = f"ALTER TABLE {quote(self.full_name(name))} ADD COLUMNS ({added})"
+            self._retrying(f"add columns to {name}", lambda: self.spark.sql(alter).collect())
+            log.info("%s: added columns %s", name, ", ".join(c for c, _ in missing))
+        return [c for c, _ in missing]
+
     def merge(
         self,
         df: DataFrame,

@@ -38,6 +38,14 @@ class RunReport:
     """Tasks of this input with an ok result in ``results`` after the run (all runs)."""
     results_error: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
+    recomputed: dict[str, int] = field(default_factory=dict)
+    """Done tasks pending again, per ``tasks.recompute_on`` reason (a task may count under several)."""
+    cost_usd: float = 0.0
+    """This run's spend at ``prices`` (rows of unpriced models count 0; see ``cost_unknown``)."""
+    cost_unknown: int = 0
+    """Tasks of this run whose cost is unknown (a remote model without a price)."""
+    budget_stop: str | None = None
+    """Why the run stopped early at a commit boundary (``tasks.max_cost_usd``/``max_tokens``)."""
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per phase: input, plan (tasks table + existing results), execute (Spark
@@ -56,13 +64,15 @@ class RunReport:
         return {**asdict(self), "processed": self.processed, "throughput": round(self.throughput, 3)}
 
     def __str__(self) -> str:
+        unpriced = f" ({self.cost_unknown} tasks unpriced)" if self.cost_unknown else ""
         lines = [
             f"run-tasks {self.run_id} ({self.source})",
             f"  tasks: {self.tasks_total} in input, {self.pending} pending, "
             f"{self.skipped} skipped (already done)",
             f"  this run: {self.ok} ok, {self.error} error ({self.invalid} invalid input), "
             f"{self.attempts} model calls, {self.batches} commits",
-            f"  tokens: {self.prompt_tokens} prompt + {self.completion_tokens} completion",
+            f"  tokens: {self.prompt_tokens} prompt + {self.completion_tokens} completion; "
+            f"cost ${self.cost_usd:.4f}{unpriced}",
             f"  response cache: {'on' if self.cache_on else 'off'}, {self.cache_hits} hits, "
             f"{self.calls_saved} model calls saved",
             f"  wall time: {self.wall_s:.1f} s, {self.throughput:.2f} tasks/s",
@@ -73,6 +83,12 @@ class RunReport:
             lines.append(
                 "  phases: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f}s" for k, v in self.timings.items())
             )
+        if self.recomputed:
+            lines.append(
+                "  pending again: " + ", ".join(f"{n} for {reason}" for reason, n in self.recomputed.items())
+            )
+        if self.budget_stop:
+            lines.append(f"  stopped: {self.budget_stop}")
         lines += [f"  note: {n}" for n in self.notes]
         if self.errors_by_reason:
             top = sorted(self.errors_by_reason.items(), key=lambda kv: -kv[1])[:5]

@@ -12,6 +12,8 @@ from typing import Any
 
 from lakechain.storage.schemas import INPUT_COLUMNS, RESULT_COLUMNS, names
 from lakechain.tasks.execute import ERROR, SKIPPED, TaskOutcome
+from lakechain.tasks.pricing import Price, row_cost
+from lakechain.tasks.provenance import RunParts, row_provenance
 
 RESULT_NAMES = names(RESULT_COLUMNS)
 INVALID_INPUT = "invalid task input"
@@ -27,6 +29,10 @@ class RunContext:
     embedding_model: str
     index_checksum: str | None
     index_table_version: int | None
+    parts: RunParts | None = None
+    """What determines a row besides its input (``provenance``); None: not recorded."""
+    chat_price: Price | None = None
+    image_price: Price | None = None
 
 
 def _now() -> dt.datetime:
@@ -88,6 +94,20 @@ def outcome_row(
         "embedding_model": ctx.embedding_model if qa_tried else None,
         "index_checksum": ctx.index_checksum if qa_tried else None,
         "index_table_version": ctx.index_table_version if qa_tried else None,
+        **row_provenance(
+            ctx.parts,
+            task.get("input_hash"),
+            asks=qa_tried,
+            draws=image_tried,
+            illustrates=bool(task.get("illustrate")),
+        ),
+        "cost_usd": row_cost(
+            out.prompt_tokens,
+            out.completion_tokens,
+            int(out.image_png is not None),
+            ctx.chat_price,
+            ctx.image_price,
+        ),
         "run_id": ctx.run_id,
         "created_at": _now(),
         "cache_key": out.cache_key,
@@ -127,6 +147,8 @@ def parse_error_row(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         "embedding_model": None,
         "index_checksum": None,
         "index_table_version": None,
+        **row_provenance(None, None, asks=False, draws=False, illustrates=False),
+        "cost_usd": 0.0,
         "run_id": ctx.run_id,
         "created_at": _now(),
         "cache_key": None,

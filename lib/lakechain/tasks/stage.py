@@ -5,6 +5,8 @@ How a run commits its work without result rows crossing the driver:
 1. Rows a killed run staged but did not merge are merged first (its model calls are kept).
 2. The input becomes the ``tasks`` table; the pending tasks are a join of ``tasks`` with
    ``results`` at a pinned version (``_pending``), so the plan never leaves the cluster.
+   A done task is pending again when a part of its provenance named in
+   ``tasks.recompute_on`` changed (``provenance.py``).
 3. Pending tasks run in commit batches (``tasks.commit_every``, assigned by a hash of the
    task id). A batch is one Spark job whose executors run the chains (``worker.py``) and
    write the rows to ``results_staging``; the model is called once per task, because the
@@ -15,7 +17,8 @@ How a run commits its work without result rows crossing the driver:
    rows with ``llm_cache`` and routes equal keys to one partition, the second calls the
    model once per key that missed (``cache_table.py``, ``llm_cache.py``). Batches are then
    assigned by a hash of the question, so equal questions share a batch too.
-4. A run killed at any point loses no committed batch, and staged rows are merged by the
+4. With a budget (``budget.py``) the run stops before a batch that would pass it.
+5. A run killed at any point loses no committed batch, and staged rows are merged by the
    next run, so kill + rerun ends with the same rows as one uninterrupted run. MERGE on
    ``task_id`` (with Delta's conflict retry) cannot create a second row for a task.
 """
@@ -23,6 +26,7 @@ How a run commits its work without result rows crossing the driver:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -34,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import Window
 from pyspark.sql import functions as F
 
-from lakechain.config import Settings
+from lakechain.config import RecomputeReason, Settings
+from lakechain.errors import ConfigError
 from lakechain.runtime.ids import new_run_id
 from lakechain.runtime.progress import Progress
 from lakechain.runtime.timer import Timer
@@ -46,21 +51,25 @@ from lakechain.storage.schemas import (
     RESULT_COLUMNS,
     RESULTS,
     RESULTS_STAGING,
+    STAGING_COLUMNS,
     TASKS,
     names,
 )
 from lakechain.storage.session import default_parallelism
+from lakechain.tasks.budget import Budget
 from lakechain.tasks.cache_table import store_replies, with_cached
 from lakechain.tasks.input import read_tasks
 from lakechain.tasks.llm_cache import cache_enabled
 from lakechain.tasks.parse import TaskInputError
+from lakechain.tasks.pricing import price_for, price_table, unpriced
+from lakechain.tasks.provenance import REASON_PARTS, RunParts, run_parts
 from lakechain.tasks.ratelimit import concurrent_partitions
 from lakechain.tasks.report import RunReport, error_kind
 from lakechain.tasks.results import INVALID_INPUT, RunContext
 from lakechain.tasks.worker import make_partition_fn, make_prepare_fn, worker_settings
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
     from lakechain.storage.tables import Tables
 
@@ -95,22 +104,31 @@ def run_tasks(
     """
     timer = Timer()
     report = RunReport(run_id=new_run_id("run"), source="")
+    _check_budget(settings)
     with timer.step("recover"):
+        tables.add_missing_columns(RESULTS, RESULT_COLUMNS)  # tables from before provenance
+        tables.add_missing_columns(RESULTS_STAGING, STAGING_COLUMNS)
         recover_staged(tables)
     with timer.step("input"):
         tasks, report.source = read_tasks(spark, settings, tables)
         if not _write_tasks(tables, tasks, report):
             report.timings, report.wall_s = timer.steps, timer.elapsed
             return report
+    recompute_on = settings.tasks.recompute_on
     with timer.step("plan"):
-        plan = _pending(tables, retry_failed, force)
+        # With ``index`` a reason, the build is resolved before planning and kept for the run.
+        current = _current_index(tables) if "index" in recompute_on else None
+        parts = run_parts(settings, manifest_checksum(current[1] if current else None))
+        plan = _pending(tables, retry_failed, force, parts, recompute_on)
     c = plan.counts
     report.tasks_total, report.pending = c["total"], c["pending"]
     report.skipped = c["done_ok"] + c["done_error"]
+    report.recomputed = {r: c[f"stale_{r}"] for r in recompute_on if c[f"stale_{r}"]}
     if c["pending"]:
         from lakechain.chains.chat_models import chat_server  # a local LLM loads once, stops at the end
 
-        build_dir, manifest = _index_for(tables, c["asking"])
+        asking = c["asking"]
+        build_dir, manifest = current if current and current[0] and asking else _index_for(tables, asking)
         if build_dir is not None:
             from lakechain.index.store import staleness
 
@@ -119,6 +137,7 @@ def run_tasks(
                 log.warning("%s", stale)
                 report.notes.append(stale)
         ctx = run_context(settings, report.run_id, manifest)
+        ctx = dataclasses.replace(ctx, parts=dataclasses.replace(parts, index_checksum=ctx.index_checksum))
         with chat_server(settings.chat):
             _execute(spark, settings, tables, plan, ctx, build_dir, report, timer, progress)
     # Only pending rows were written, so this input's state in ``results`` follows from the
@@ -161,27 +180,58 @@ def _write_tasks(tables: Tables, tasks: DataFrame, report: RunReport) -> bool:
     return True
 
 
-def _pending(tables: Tables, retry_failed: bool, force: bool) -> _Plan:
+def _pending(
+    tables: Tables,
+    retry_failed: bool,
+    force: bool,
+    parts: RunParts | None = None,
+    recompute_on: list[RecomputeReason] | None = None,
+) -> _Plan:
     """The tasks to run, as a join of ``tasks`` with ``results`` (pinned), and the counts.
 
-    A task runs when it has no result, its input changed since (another ``input_hash``),
-    ``force`` is set, or its result is an error and ``retry_failed`` is set. An ok result
-    for the current input is never recomputed without ``force``.
+    A task runs when it has no result, its result is stale for a reason in ``recompute_on``
+    (default: only its input changed, i.e. another ``input_hash``), ``force`` is set, or its
+    result is an error and ``retry_failed`` is set. A part a row lacks (not used, or a table
+    from before provenance) is never a reason. ``counts["stale_<reason>"]``: done tasks
+    pending again for that reason.
     """
+    reasons: list[RecomputeReason] = list(recompute_on or ["input"])
     tasks = tables.read(TASKS, version=tables.version(TASKS))
     version = tables.version(RESULTS)
+    compared = sorted({c for r in reasons for c in REASON_PARTS[r]} - {"input_hash"})
     if version is None:
-        joined = tasks.withColumn("_prev_hash", F.lit(None).cast("string")).withColumn(
-            "_prev_status", F.lit(None).cast("string")
-        )
+        prev_cols = ["_prev_hash", "_prev_status", *(f"_prev_{c}" for c in compared)]
+        joined = tasks.withColumns({k: F.lit(None).cast("string") for k in prev_cols})
     else:
-        prev = tables.read(RESULTS, version=version).select(
-            "task_id", F.col("input_hash").alias("_prev_hash"), F.col("status").alias("_prev_status")
+        results = tables.read(RESULTS, version=version)
+        have = set(results.columns)
+        prev = results.select(
+            "task_id",
+            F.col("input_hash").alias("_prev_hash"),
+            F.col("status").alias("_prev_status"),
+            *((F.col(c) if c in have else F.lit(None).cast("string")).alias(f"_prev_{c}") for c in compared),
         )
         joined = tasks.join(prev, "task_id", "left")
-    same = F.col("_prev_hash").isNotNull() & (F.col("_prev_hash") == F.col("input_hash"))
-    ok = same & (F.col("_prev_status") == "ok")
-    pending = F.lit(True) if force else ~same | (~ok & F.lit(retry_failed))
+    done = F.col("_prev_status").isNotNull()
+
+    def changed(column: str) -> Column:
+        if column == "input_hash":
+            return ~F.col("_prev_hash").eqNullSafe(F.col("input_hash"))
+        now = parts.current(column) if parts is not None else None
+        if now is None:
+            return F.lit(False)
+        return F.col(f"_prev_{column}").isNotNull() & (F.col(f"_prev_{column}") != F.lit(now))
+
+    why = {r: F.lit(False) for r in reasons}
+    for r in reasons:
+        for column in REASON_PARTS[r]:
+            why[r] = why[r] | (done & changed(column))
+    stale = F.lit(False)
+    for r in reasons:
+        stale = stale | why[r]
+    fresh = done & ~stale
+    ok = fresh & (F.col("_prev_status") == "ok")
+    pending = F.lit(True) if force else ~fresh | (~ok & F.lit(retry_failed))
     flagged = joined.withColumn("_pending", pending).withColumn("_ok", ok)
     c = flagged.agg(
         F.count(F.lit(1)).alias("total"),
@@ -191,9 +241,22 @@ def _pending(tables: Tables, retry_failed: bool, force: bool) -> _Plan:
         F.count(
             F.when(F.col("_pending") & F.col("question").isNotNull() & F.col("parse_error").isNull(), 1)
         ).alias("asking"),
+        *(F.count(F.when(why[r], 1)).alias(f"stale_{r}") for r in reasons),
     ).first()
     counts = {k: int(v or 0) for k, v in c.asDict().items()}  # type: ignore[union-attr]
     return _Plan(flagged.filter("_pending").select(*EXECUTOR_COLUMNS), counts)
+
+
+def _current_index(tables: Tables) -> tuple[str | None, dict[str, Any] | None]:
+    """The current index build, or (None, None) when there is none yet."""
+    from lakechain.index import store
+    from lakechain.index.errors import IndexNotFoundError
+
+    try:
+        build = store.resolve_build(store.index_root(tables.files_root))
+    except IndexNotFoundError:
+        return None, None
+    return str(build), store.read_manifest(build)
 
 
 def _index_for(tables: Tables, asking: int) -> tuple[str | None, dict[str, Any] | None]:
@@ -201,17 +264,13 @@ def _index_for(tables: Tables, asking: int) -> tuple[str | None, dict[str, Any] 
     the same build even if a new one becomes current mid-run."""
     if not asking:
         return None, None
-    from lakechain.index import store
-    from lakechain.index.errors import IndexNotFoundError
-
-    try:
-        build = store.resolve_build(store.index_root(tables.files_root))
-    except IndexNotFoundError:
+    build, manifest = _current_index(tables)
+    if build is None:
         raise TaskInputError(
             f"{asking} pending tasks ask questions but there is no index under {tables.files_root}/index: "
             "run `lakechain embed` and `lakechain index` first (or `lakechain pipeline`)"
-        ) from None
-    return str(build), store.read_manifest(build)
+        )
+    return build, manifest
 
 
 def manifest_checksum(manifest: dict[str, Any] | None) -> str | None:
@@ -228,6 +287,7 @@ def run_context(settings: Settings, run_id: str, manifest: dict[str, Any] | None
     from lakechain.embed.embedders import model_name
 
     version = (manifest or {}).get("source", {}).get("version")
+    prices = price_table(settings)
     return RunContext(
         run_id=run_id,
         chat_model=settings.chat.deployment or settings.chat.model,
@@ -235,7 +295,19 @@ def run_context(settings: Settings, run_id: str, manifest: dict[str, Any] | None
         embedding_model=model_name(settings.embedding),
         index_checksum=manifest_checksum(manifest),
         index_table_version=int(version) if version is not None else None,
+        chat_price=price_for(settings.chat, prices),
+        image_price=price_for(settings.images, prices),
     )
+
+
+def _check_budget(settings: Settings) -> None:
+    """A cost budget needs a price for every remote model: refuse at start, naming the key."""
+    missing = unpriced(settings) if settings.tasks.max_cost_usd is not None else []
+    if missing:
+        raise ConfigError(
+            f"tasks.max_cost_usd: no price for {', '.join(missing)}; add prices.<model>.input_per_1m "
+            "and output_per_1m (USD per 1M tokens) to the config, or budget with tasks.max_tokens"
+        )
 
 
 def default_commit_every(settings: Settings, concurrent: int) -> int:
@@ -276,11 +348,19 @@ def _execute(
     # Equal questions (hence equal answer calls) in one batch: one call across the run.
     by = F.coalesce("question", "task_id") if use_cache else F.col("task_id")
     meter = Progress("run-tasks", n, enabled=progress)
+    budget = Budget.of(settings)
     with (
         ThreadPoolExecutor(1, thread_name_prefix="lakechain-commit") as pool,
         _Commits(tables, pool, report, timer, cache) as commits,
     ):
         for b in range(batches):
+            if budget.limited:
+                spent, tokens = report.cost_usd, report.prompt_tokens + report.completion_tokens
+                next_n = math.ceil((n - report.processed) / (batches - b))
+                report.budget_stop = budget.stop_reason(spent, tokens, report.processed, next_n, n)
+                if report.budget_stop:
+                    log.warning("run-tasks %s", report.budget_stop)
+                    break
             batch = plan.pending
             if batches > 1:
                 batch = batch.filter(F.pmod(F.xxhash64(by), F.lit(batches)) == b)
@@ -318,6 +398,8 @@ def _account(staged: DataFrame, report: RunReport) -> int:
         F.count(F.when(F.col("error").startswith(INVALID_INPUT), 1)).alias("invalid"),
         F.count(F.when(F.col("cache_hit"), 1)).alias("hits"),
         F.coalesce(F.sum("calls_saved"), F.lit(0)).alias("saved"),
+        F.coalesce(F.sum("cost_usd"), F.lit(0.0)).alias("cost"),
+        F.count(F.when(F.col("cost_usd").isNull(), 1)).alias("unpriced"),
     ).first()
     n, ok = int(c["n"]), int(c["ok"])  # type: ignore[index]
     report.ok += ok
@@ -328,6 +410,8 @@ def _account(staged: DataFrame, report: RunReport) -> int:
     report.attempts += int(c["attempts"])  # type: ignore[index]
     report.cache_hits += int(c["hits"])  # type: ignore[index]
     report.calls_saved += int(c["saved"])  # type: ignore[index]
+    report.cost_usd += float(c["cost"])  # type: ignore[index]
+    report.cost_unknown += int(c["unpriced"])  # type: ignore[index]
     if n > ok:
         errors = (
             staged.filter("status <> 'ok'")
