@@ -29,7 +29,14 @@ DOCUMENT_COLUMNS: Columns = [
     ("text", "string"),
     ("metadata", "map<string,string>"),
     ("ingested_at", "timestamp"),
+    ("embed_settings", "string"),
+    ("chunk_count", "int"),
 ]
+"""``embed_settings``: what the document's chunks and vectors were made with (chunker,
+tokenizer, sizes, model); ``chunk_count``: how many chunks it has (null: chunking failed).
+A document whose hash and settings match and whose chunks are all in ``chunks`` is not
+re-chunked. Tables written before these columns read them as null: re-chunked once."""
+DOCUMENT_STATE_COLUMNS = ["embed_settings", "chunk_count"]
 
 CHUNKS = "chunks"
 CHUNK_COLUMNS: Columns = [
@@ -80,6 +87,18 @@ EXPECTED_COLUMNS: Columns = [
 
 EMBEDDED_COLUMNS: Columns = [*CHUNK_COLUMNS, ("source", "string"), ("error", "string")]
 """Output of the embedding UDF: chunk rows, or error rows (``error`` set)."""
+
+EMBED_STATE = "embed_state"
+EMBED_STATE_COLUMNS: Columns = [
+    ("corpus", "string"),
+    ("table_id", "string"),
+    ("source_version", "bigint"),
+    ("documents_version", "bigint"),
+    ("run_id", "string"),
+    ("updated_at", "timestamp"),
+]
+"""One row: the corpus table (name, Delta id) and version ``documents`` (at its version) was
+last brought up to date from, so the next run reads only that table's change data feed."""
 
 EMBED_STAGING = "embed_staging"
 """Each embed batch's UDF output, written once by the executors, then split into ``chunks``
@@ -181,5 +200,6 @@ TABLES: dict[str, Columns] = {
     RESULTS: RESULT_COLUMNS,
     RESULTS_STAGING: STAGING_COLUMNS,
     EMBED_STAGING: EMBEDDED_COLUMNS,
+    EMBED_STATE: EMBED_STATE_COLUMNS,
 }
 """Every table the pipeline writes (``eval_results`` and others register here too)."""
