@@ -150,7 +150,6 @@ class _Source:
 class _Plan:
     """What this run must do, all of it lazy DataFrames over pinned table versions."""
 
-    docs: DataFrame
     parse_errors: DataFrame
     chunk_errors: DataFrame
     to_embed: DataFrame
@@ -315,12 +314,13 @@ def _plan(
     ch = settings.chunking
     fingerprint = settings_fingerprint(settings)
     docs = parsed.filter("kind = 'doc'").select("doc_id", "source", "content_hash", "text", "metadata")
+    docs = docs.withColumn("_now", F.lit(True))
     existing = None
     if base.chunks is not None:
         snap = tables.read(CHUNKS, version=base.chunks).select("chunk_id", "doc_id", "model")
         existing = snap.filter(F.col("model") == F.lit(name)).select("chunk_id", "doc_id")
     judged = keep(_judge(docs, _previous(tables, base), existing, fingerprint, full))
-    todo = judged.filter("status <> 'unchanged'")
+    todo = judged.filter("status IN ('new', 'changed')")
     chunked = keep(
         todo.select("doc_id", "source", "text").mapInPandas(
             chunker(settings.embedding.provider, ch.chunk_tokens, ch.overlap_tokens), ddl(EXPECTED_COLUMNS)
@@ -335,7 +335,9 @@ def _plan(
         parsed.agg(F.count(F.when(F.col("kind") == "error", 1)).alias("doc_errors"))
         .crossJoin(
             judged.agg(
-                F.count(F.lit(1)).alias("docs"),
+                F.count(F.when(F.col("status") != "deleted", 1)).alias("docs"),
+                F.count(F.when(F.col("status") == "deleted", 1)).alias("d_deleted"),
+                F.count(F.when(F.col("p_hash").isNotNull(), 1)).alias("prev_docs"),
                 F.count(F.when(F.col("status") == "new", 1)).alias("d_new"),
                 F.count(F.when(F.col("status") == "changed", 1)).alias("d_changed"),
                 F.count(F.when(unchanged, 1)).alias("d_unchanged"),
@@ -359,24 +361,20 @@ def _plan(
         )
         summary = (
             summary.crossJoin(to_embed.agg(F.count(F.lit(1)).alias("new")))
-            .crossJoin(snap.agg(F.count(F.when(F.col("model") != F.lit(name), 1)).alias("other")))
             .crossJoin(stale.agg(F.count(F.lit(1)).alias("stale")))
             .crossJoin(
-                snap.groupBy("chunk_id").count().agg(F.count(F.when(F.col("count") > 1, 1)).alias("dupes"))
+                snap.groupBy("chunk_id")
+                .agg(
+                    F.count(F.lit(1)).alias("n"), F.count(F.when(F.col("model") != F.lit(name), 1)).alias("o")
+                )
+                .agg(F.sum("o").alias("other"), F.count(F.when(F.col("n") > 1, 1)).alias("dupes"))
             )
         )
-    if base.documents is not None:
-        prev_ids = tables.read(DOCUMENTS, version=base.documents).select("doc_id")
-        summary = summary.crossJoin(
-            prev_ids.join(docs.select("doc_id"), "doc_id", "left_anti").agg(
-                F.count(F.lit(1)).alias("d_deleted")
-            )
-        ).crossJoin(prev_ids.agg(F.count(F.lit(1)).alias("prev_docs")))
     with arrow_batch(tables.spark, 16):  # documents can be megabytes each
         counts = summary.first().asDict()  # type: ignore[union-attr]
     counts.setdefault("new", counts["expected"])
     doc_rows = _document_rows(judged, chunked, fingerprint, now)
-    return _Plan(docs, parsed.filter("kind = 'error'"), chunk_errors, to_embed, stale, doc_rows, counts)
+    return _Plan(parsed.filter("kind = 'error'"), chunk_errors, to_embed, stale, doc_rows, counts)
 
 
 def _previous(tables: Tables, base: _Base) -> DataFrame | None:
@@ -405,9 +403,10 @@ def _sorted_map(col: str) -> Column:
 def _judge(
     docs: DataFrame, prev: DataFrame | None, existing: DataFrame | None, fingerprint: str, full: bool
 ) -> DataFrame:
-    """Each document with ``status``: "new", "changed" or "unchanged" (same hash and settings,
-    all ``chunk_count`` chunks present for this model); ``same_row``: its ``documents`` row needs
-    no rewrite. Decided by joins on doc_id alone, before any chunking."""
+    """Each document with ``status``: "new", "changed", "unchanged" (same hash and settings,
+    all ``chunk_count`` chunks present for this model) or "deleted" (in ``documents`` only);
+    ``same_row``: its ``documents`` row needs no rewrite. Decided by joins on doc_id alone,
+    before any chunking."""
     judged = docs
     if prev is None:
         meta = "array<struct<key:string,value:string>>"
@@ -415,7 +414,7 @@ def _judge(
                         ("p_at", "timestamp"), ("p_settings", "string"), ("p_count", "int")]:  # fmt: skip
             judged = judged.withColumn(c, F.lit(None).cast(kind))
     else:
-        judged = judged.join(prev, "doc_id", "left")
+        judged = judged.join(prev, "doc_id", "full_outer")
     if existing is None:
         judged = judged.withColumn("n_have", F.lit(None).cast("long"))
     else:
@@ -427,7 +426,11 @@ def _judge(
         & (F.col("p_count") == F.coalesce(F.col("n_have"), F.lit(0)))
         & F.lit(not full)
     )
-    status = F.when(F.col("p_hash").isNull(), "new").when(F.coalesce(same, F.lit(False)), "unchanged")
+    status = (
+        F.when(F.col("_now").isNull(), "deleted")
+        .when(F.col("p_hash").isNull(), "new")
+        .when(F.coalesce(same, F.lit(False)), "unchanged")
+    )
     same_row = F.col("source").eqNullSafe(F.col("p_source")) & _sorted_map("metadata").eqNullSafe(
         F.col("p_meta")
     )
@@ -443,9 +446,10 @@ def _document_rows(judged: DataFrame, chunked: DataFrame, fingerprint: str, now:
         F.count(F.when(F.col("error").isNotNull(), 1)).alias("_failed"),
     )
     count = F.when(F.col("status") == "unchanged", F.col("p_count")).when(
-        F.col("_failed") == 0, F.col("_ok").cast("int")
+        F.coalesce("_failed", F.lit(0)) == 0, F.coalesce("_ok", F.lit(0)).cast("int")
     )
-    return judged.join(per_doc, "doc_id", "left").select(
+    kept = judged.filter("status <> 'deleted'")
+    return kept.join(per_doc, "doc_id", "left").select(
         "doc_id",
         "source",
         "content_hash",
@@ -466,7 +470,7 @@ def _count(plan: _Plan, report: EmbedReport) -> None:
     report.documents_new = int(c["d_new"])
     report.documents_changed = int(c["d_changed"])
     report.documents_unchanged = int(c["d_unchanged"])
-    report.documents_deleted = int(c.get("d_deleted") or 0)
+    report.documents_deleted = int(c["d_deleted"])
     report.documents_chunked = report.documents_new + report.documents_changed
     kept = int(c["kept_unchanged"] or 0)
     report.chunks_expected = kept + int(c["expected"])
@@ -533,7 +537,6 @@ def _embed(
         report.chunks_embedded += ok
         report.chunk_errors += err
         meter.update(ok + err, f"{report.chunk_errors} failed")
-    tables.truncate(EMBED_STAGING)
 
 
 def _commit_batch(
@@ -586,8 +589,7 @@ def _remove_stale(tables: Tables, stale: DataFrame) -> None:
 def _write_documents(tables: Tables, plan: _Plan, base: _Base) -> int | None:
     """One overwrite (the table is the corpus snapshot), skipped when nothing differs; a table
     written before the state columns existed gets them (its schema is replaced)."""
-    differ = int(plan.counts["docs_differ"]) + int(plan.counts.get("d_deleted") or 0)
-    if base.documents is not None and base.documents_current and not differ:
+    if base.documents is not None and base.documents_current and not int(plan.counts["docs_differ"]):
         return base.documents
     if base.documents is not None and not base.documents_current:
         return tables.write(plan.doc_rows, DOCUMENTS, mode="overwrite", schema_mode="overwrite")

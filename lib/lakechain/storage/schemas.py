@@ -102,7 +102,9 @@ last brought up to date from, so the next run reads only that table's change dat
 
 EMBED_STAGING = "embed_staging"
 """Each embed batch's UDF output, written once by the executors, then split into ``chunks``
-and ``ingest_errors``: the model runs once per chunk however many writes read the rows."""
+and ``ingest_errors``: the model runs once per chunk however many writes read the rows.
+The last batch stays until the next one overwrites it: emptying it would cost a commit per
+run and free no disk before a VACUUM."""
 
 # --- task stage ----------------------------------------------------------------------------
 
