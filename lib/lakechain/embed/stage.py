@@ -232,25 +232,29 @@ def _read_and_plan(
     """The corpus (only its changes where the table's change data feed allows) and the plan.
     Change data that turns out to be gone (vacuumed, or recorded only later) → a full read."""
     source = _source(spark, settings, tables, base, full, report)
-    if source.changes_since is None:
-        return source, _plan(settings, tables, keep(source.parsed), base, name, now, full, keep)
     try:
         return source, _plan(settings, tables, keep(source.parsed), base, name, now, full, keep)
     except Exception as exc:
-        if not _FEED_GONE.search(str(exc)):
+        if source.changes_since is None or not _FEED_GONE.search(str(exc)):
             raise
         for df in cached:
             df.unpersist()
         cached.clear()
-        assert source.table is not None
-        report.notes.append(
-            f"change data of {source.table['name']} since version {source.changes_since} is not available: "
-            "read in full"
-        )
-        report.changes_since = None
-        full_read = read_corpus(spark, settings, tables, source.table["version"])
-        source = _Source(full_read, source.table, source.state)
-        return source, _plan(settings, tables, keep(full_read), base, name, now, full, keep)
+        source = _read_in_full(spark, settings, tables, source, report)
+        return source, _plan(settings, tables, keep(source.parsed), base, name, now, full, keep)
+
+
+def _read_in_full(
+    spark: SparkSession, settings: Settings, tables: Tables, source: _Source, report: EmbedReport
+) -> _Source:
+    """The corpus table read in full at its pinned version, after its change data failed."""
+    assert source.table is not None
+    report.notes.append(
+        f"change data of {source.table['name']} since version {source.changes_since} is not available: "
+        "read in full"
+    )
+    report.changes_since = None
+    return _Source(read_corpus(spark, settings, tables, source.table["version"]), source.table, source.state)
 
 
 _FEED_GONE = re.compile(
@@ -280,7 +284,12 @@ def _source(
         return _Source(read_corpus(spark, settings, tables, table["version"]), table, state)
     report.changes_since = start
     previous = tables.read(DOCUMENTS, version=base.documents)
-    parsed = read_corpus_changes(settings, tables, table["name"], start, table["version"], previous)
+    try:  # analysing the feed fails at once when a version's change data was never recorded
+        parsed = read_corpus_changes(settings, tables, table["name"], start, table["version"], previous)
+    except Exception as exc:
+        if not _FEED_GONE.search(str(exc)):
+            raise
+        return _read_in_full(spark, settings, tables, _Source(previous, table, state, start), report)
     return _Source(parsed, table, state, start)
 
 
