@@ -351,7 +351,7 @@ def _plan(
                 F.count(F.when(F.col("status") == "changed", 1)).alias("d_changed"),
                 F.count(F.when(unchanged, 1)).alias("d_unchanged"),
                 F.sum(F.when(unchanged, F.col("p_count")).otherwise(0)).alias("kept_unchanged"),
-                F.count(F.when(~unchanged | ~F.col("same_row"), 1)).alias("docs_differ"),
+                F.count(F.when(~F.col("same_row"), 1)).alias("docs_differ"),
             )
         )
         .crossJoin(
@@ -414,7 +414,7 @@ def _judge(
 ) -> DataFrame:
     """Each document with ``status``: "new", "changed", "unchanged" (same hash and settings,
     all ``chunk_count`` chunks present for this model) or "deleted" (in ``documents`` only);
-    ``same_row``: its ``documents`` row needs no rewrite. Decided by joins on doc_id alone,
+    ``same_row``: its ``documents`` row would be rewritten as it is. Decided by joins on doc_id alone,
     before any chunking."""
     judged = docs
     if prev is None:
@@ -440,8 +440,13 @@ def _judge(
         .when(F.col("p_hash").isNull(), "new")
         .when(F.coalesce(same, F.lit(False)), "unchanged")
     )
-    same_row = F.col("source").eqNullSafe(F.col("p_source")) & _sorted_map("metadata").eqNullSafe(
-        F.col("p_meta")
+    # Same text and settings chunk alike, so the row's chunk_count stands too (even when a
+    # forced or retried run chunks it again).
+    same_row = (
+        F.col("content_hash").eqNullSafe(F.col("p_hash"))
+        & F.lit(fingerprint).eqNullSafe(F.col("p_settings"))
+        & F.col("source").eqNullSafe(F.col("p_source"))
+        & _sorted_map("metadata").eqNullSafe(F.col("p_meta"))
     )
     return judged.withColumn("status", status.otherwise("changed")).withColumn("same_row", same_row)
 
