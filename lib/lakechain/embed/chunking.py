@@ -205,9 +205,14 @@ def _cached_counter(kind: str) -> TokenCounter:
     return RegexTokenCounter()
 
 
+def tokenizer_kind(provider: str) -> str:
+    """Which tokenizer sizes chunks for ``provider``: HF for ``local``, cl100k for OpenAI-style ones."""
+    return "local" if provider == "local" else "tiktoken"
+
+
 def tokenizer_for(provider: str) -> TokenCounter:
-    """The embedding model's own tokenizer: HF for ``local``, cl100k for OpenAI-style providers."""
-    return _cached_counter("local" if provider == "local" else "tiktoken")
+    """The embedding model's own tokenizer (see :func:`tokenizer_kind`)."""
+    return _cached_counter(tokenizer_kind(provider))
 
 
 # --- splitting ------------------------------------------------------------------------

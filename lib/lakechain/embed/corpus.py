@@ -49,14 +49,16 @@ def rows(items: list[Parsed], order_prefix: str) -> list[dict[str, Any]]:
     return out
 
 
-def read_corpus(spark: SparkSession, settings: Settings, tables: Tables) -> DataFrame:
+def read_corpus(
+    spark: SparkSession, settings: Settings, tables: Tables, version: int | None = None
+) -> DataFrame:
     """DataFrame of ``PARSED_COLUMNS`` rows: "doc" rows are documents, "error" rows carry a
     ``reason``. ``corpus.path`` is a directory every executor can open (a /Volumes path on
-    Databricks) or the name of an existing table."""
+    Databricks) or the name of an existing table (read as of ``version`` when given)."""
     path = settings.corpus.path
     if os.path.isdir(path):
         parsed = _read_directory(spark, settings, os.path.abspath(path))
-    elif (src := tables.read_input(path)) is not None:
+    elif (src := tables.read_input(path, version)) is not None:
         parsed = _read_table(src, path, int(settings.corpus.max_document_bytes))
     else:
         raise FileNotFoundError(
@@ -109,6 +111,39 @@ def _read_table(src: DataFrame, path: str, max_bytes: int) -> DataFrame:
             yield pd.DataFrame(out, columns=PARSED_NAMES)
 
     return keyed.mapInPandas(parse, PARSED_DDL)
+
+
+def read_corpus_changes(
+    settings: Settings, tables: Tables, table: str, start: int, end: int, previous: DataFrame
+) -> DataFrame:
+    """Parsed rows of a corpus table from ``previous`` (``documents`` as the last run left it)
+    and the table's change data feed for versions ``start``..``end``: the latest change of each
+    id replaces (or, a delete, removes) its document; every other document is ``previous``'s.
+
+    Why: only the changed rows are parsed (and then chunked). The table's id column is taken
+    as its key: a duplicate id inserted next to an unchanged row replaces it here, where a full
+    read would keep the first and error-row the other (``--full`` reads the table in full).
+    """
+    kept = previous.select("doc_id", "source", "content_hash", "text", "metadata")
+    if start > end:  # no commit since the last run
+        changed = None
+    else:
+        changes = tables.read_changes(table, start, end).filter("_change_type <> 'update_preimage'")
+        id_col = "doc_id" if "doc_id" in changes.columns else "id"
+        changes = changes.withColumn("_doc_id", F.col(id_col).cast("string"))
+        latest = F.max("_commit_version").over(Window.partitionBy("_doc_id"))
+        last = changes.withColumn("_last", latest).filter(F.col("_commit_version") == F.col("_last"))
+        upserts = last.filter("_change_type <> 'delete'")
+        max_bytes = int(settings.corpus.max_document_bytes)
+        changed = _dedupe(_read_table(upserts, settings.corpus.path, max_bytes))
+        touched = changes.select(F.col("_doc_id").alias("doc_id")).where("doc_id IS NOT NULL").distinct()
+        kept = kept.join(touched, "doc_id", "left_anti")
+    rows = kept.select(
+        F.lit("doc").alias("kind"), "doc_id", "source", "content_hash", "text", "metadata",
+        F.lit(None).cast("string").alias("reason"),
+        F.concat(F.lit("\x00kept\x00"), "doc_id").alias("order_key"),
+    )  # fmt: skip
+    return rows if changed is None else changed.unionByName(rows)
 
 
 def _dedupe(parsed: DataFrame) -> DataFrame:

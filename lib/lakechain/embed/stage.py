@@ -1,24 +1,35 @@
 """Embed stage: corpus → ``documents`` → ``chunks`` with vectors (+ ``ingest_errors``).
 
-Incremental and crash-safe by construction: the work is derived from ``chunks`` itself (a
-snapshot pinned at the start), never from bookkeeping a crash could leave behind. Chunking
-is deterministic, so each run recomputes every document's expected chunk ids and then
+Incremental and crash-safe by construction: the work is derived from ``documents`` and
+``chunks`` themselves (snapshots pinned at the start), never from bookkeeping a crash could
+leave behind. ``documents`` records per document its content hash, the settings its chunks
+were made with (``embed_settings``) and its ``chunk_count``; a run
 
-1. embeds only the expected chunks that ``chunks`` lacks for the current model: the UDF's
+1. skips, before chunking, every document whose hash and settings match and whose chunks are
+   all in ``chunks`` for the current model (one join on doc_id in Spark); every other
+   document is chunked (chunking is deterministic, so chunk ids are stable);
+2. embeds only the expected chunks that ``chunks`` lacks for the current model: the UDF's
    output is staged once (model calls are never re-evaluated), then inserted with a MERGE
    on ``chunk_id`` that never duplicates, even against a concurrent run;
-2. removes what the new rows replace: chunks of another model, and stale chunks of changed
+3. removes what the new rows replace: chunks of another model, and stale chunks of changed
    or deleted documents. Destructive commits come only after the replacement is committed,
-   and a run that would delete most of the corpus refuses (``corpus.max_delete_fraction``).
+   and a run that would delete most of the corpus refuses (``corpus.max_delete_fraction``);
+4. writes ``documents`` last, so a crash before it leaves the old rows and the next run
+   redoes the same documents (finding their committed chunks, embedding nothing twice).
 
+A corpus table with Delta's change data feed on is read as ``documents`` plus its changes
+since the version the last run recorded in ``embed_state`` (in full when that is unsafe).
 A provider failure on a batch becomes ``ingest_errors`` rows (stage "embed") and those
-chunks are retried by the next run. Errors are rows split off by a column, and counts come
-from aggregates, so the stage runs unchanged on Spark Connect.
+chunks are retried by the next run (their document's ``chunk_count`` is not met). Errors
+are rows split off by a column, and counts come from aggregates, so the stage runs
+unchanged on Spark Connect.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -29,7 +40,8 @@ from pyspark.sql import functions as F
 
 from lakechain.config import Settings
 from lakechain.embed import embedders
-from lakechain.embed.corpus import read_corpus
+from lakechain.embed.corpus import read_corpus, read_corpus_changes
+from lakechain.embed.incremental import FeedState, change_feed_start, settings_fingerprint
 from lakechain.embed.partitions import chunker, embedder_fn
 from lakechain.errors import UserError
 from lakechain.runtime.ids import new_run_id
@@ -38,8 +50,11 @@ from lakechain.runtime.timer import Timer
 from lakechain.storage.schemas import (
     CHUNK_COLUMNS,
     CHUNKS,
+    DOCUMENT_STATE_COLUMNS,
     DOCUMENTS,
     EMBED_STAGING,
+    EMBED_STATE,
+    EMBED_STATE_COLUMNS,
     EMBEDDED_COLUMNS,
     ERRORS_DDL,
     EXPECTED_COLUMNS,
@@ -50,9 +65,9 @@ from lakechain.storage.schemas import (
 from lakechain.storage.session import arrow_batch, default_parallelism
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
-    from lakechain.storage.tables import Tables
+    from lakechain.storage.tables import InputTable, Tables
 
 
 @dataclass
@@ -65,6 +80,9 @@ class EmbedReport:
     documents_unchanged: int = 0
     documents_deleted: int = 0
     document_errors: int = 0
+    documents_chunked: int = 0
+    changes_since: int | None = None
+    """Set when the corpus table was read as its change data feed since this version."""
     chunks_expected: int = 0
     chunks_embedded: int = 0
     chunks_kept: int = 0
@@ -91,7 +109,12 @@ class EmbedReport:
         lines = [
             f"embed run {d.run_id} (model {d.model}) in {d.seconds:.1f}s",
             f"  documents: {d.documents_seen} seen, {d.documents_new} new, {d.documents_changed} changed, "
-            f"{d.documents_unchanged} unchanged, {d.documents_deleted} deleted, {d.document_errors} errors",
+            f"{d.documents_unchanged} unchanged, {d.documents_deleted} deleted, {d.document_errors} errors"
+            + (
+                f" (corpus table read as its changes since v{d.changes_since})"
+                if d.changes_since is not None
+                else ""
+            ),
             f"  chunks:    {d.chunks_embedded} embedded, {d.chunks_kept} kept, {d.chunks_removed} removed, "
             f"{d.chunk_errors} errors",
             f"  tables:    chunks v{d.chunks_version}, documents v{d.documents_version}"
@@ -104,14 +127,34 @@ class EmbedReport:
 
 
 @dataclass
+class _Base:
+    """The tables this run derives its work from, at versions pinned at its start."""
+
+    chunks: int | None
+    documents: int | None
+    documents_current: bool
+    """``documents`` has the ``embed_settings`` and ``chunk_count`` columns (else: re-chunk all once)."""
+
+
+@dataclass
+class _Source:
+    """The corpus as this run reads it; ``table`` is set for a Delta corpus table."""
+
+    parsed: DataFrame
+    table: InputTable | None = None
+    state: FeedState | None = None
+    changes_since: int | None = None
+
+
+@dataclass
 class _Plan:
     """What this run must do, all of it lazy DataFrames over pinned table versions."""
 
-    docs: DataFrame
     parse_errors: DataFrame
     chunk_errors: DataFrame
     to_embed: DataFrame
     stale: DataFrame | None
+    doc_rows: DataFrame
     counts: dict[str, Any]
 
 
@@ -127,7 +170,10 @@ def run_embed(
     keep = _keeper(cached)
     try:
         with timer.step("plan"):
-            plan = _plan(settings, tables, keep(read_corpus(spark, settings, tables)), name, full, keep)
+            base = _pin(tables, full)
+            source, plan = _read_and_plan(
+                spark, settings, tables, base, name, now, full, keep, cached, report
+            )
             _count(plan, report)
             refuse_destructive(settings, plan.counts, full)
         with timer.step("embed"):
@@ -135,9 +181,12 @@ def run_embed(
         with timer.step("remove_replaced"):
             _remove_replaced(tables, plan, name, report)
         with timer.step("write_documents"):
-            report.documents_version = _write_documents(tables, plan, now)
+            report.documents_version = _write_documents(tables, plan, base)
         with timer.step("write_errors"):
             report.errors_version = _write_errors(tables, plan, report.run_id, now)
+        if source.table is not None:
+            with timer.step("write_state"):
+                _write_state(tables, source, report, now)
         report.chunks_version = tables.version(CHUNKS)
     finally:
         for df in cached:
@@ -161,20 +210,128 @@ def _keeper(cached: list[DataFrame]) -> Callable[[DataFrame], DataFrame]:
     return keep
 
 
+def _pin(tables: Tables, full: bool) -> _Base:
+    chunks = None if full else tables.version(CHUNKS)
+    documents = tables.version(DOCUMENTS)
+    current = documents is not None and set(DOCUMENT_STATE_COLUMNS) <= set(tables.read(DOCUMENTS).columns)
+    return _Base(chunks, documents, current)
+
+
+def _read_and_plan(
+    spark: SparkSession,
+    settings: Settings,
+    tables: Tables,
+    base: _Base,
+    name: str,
+    now: datetime,
+    full: bool,
+    keep: Callable[[DataFrame], DataFrame],
+    cached: list[DataFrame],
+    report: EmbedReport,
+) -> tuple[_Source, _Plan]:
+    """The corpus (only its changes where the table's change data feed allows) and the plan.
+    Change data that turns out to be gone (vacuumed, or recorded only later) → a full read."""
+    source = _source(spark, settings, tables, base, full, report)
+    try:
+        return source, _plan(settings, tables, keep(source.parsed), base, name, now, full, keep)
+    except Exception as exc:
+        if source.changes_since is None or not _FEED_GONE.search(str(exc)):
+            raise
+        for df in cached:
+            df.unpersist()
+        cached.clear()
+        source = _read_in_full(spark, settings, tables, source, report)
+        return source, _plan(settings, tables, keep(source.parsed), base, name, now, full, keep)
+
+
+def _read_in_full(
+    spark: SparkSession, settings: Settings, tables: Tables, source: _Source, report: EmbedReport
+) -> _Source:
+    """The corpus table read in full at its pinned version, after its change data failed."""
+    assert source.table is not None
+    report.notes.append(
+        f"change data of {source.table['name']} since version {source.changes_since} is not available: "
+        "read in full"
+    )
+    report.changes_since = None
+    return _Source(read_corpus(spark, settings, tables, source.table["version"]), source.table, source.state)
+
+
+_FEED_GONE = re.compile(
+    r"DELTA_MISSING_CHANGE_DATA|DELTA_CHANGE_DATA_FILE_NOT_FOUND|DELTA_VERSION_NOT_FOUND|VersionNotFound|"
+    r"FileNotFound|FILE_NOT_EXIST|change data was not recorded",
+    re.IGNORECASE,
+)
+
+
+def _source(
+    spark: SparkSession, settings: Settings, tables: Tables, base: _Base, full: bool, report: EmbedReport
+) -> _Source:
+    """The corpus: a directory or non-Delta table in full; a Delta table at a pinned version,
+    as ``documents`` plus its change data feed when the last run's state allows."""
+    path = settings.corpus.path
+    table = None if os.path.isdir(path) else tables.describe_input(path)
+    if table is None:
+        return _Source(read_corpus(spark, settings, tables))
+    state = _read_state(tables)
+    start, note = change_feed_start(
+        state, table["name"], table["table_id"], table["version"], table["change_feed"],
+        base.documents if base.documents_current and not full else None,
+    )  # fmt: skip
+    if note:
+        report.notes.append(note)
+    if start is None:
+        return _Source(read_corpus(spark, settings, tables, table["version"]), table, state)
+    report.changes_since = start
+    previous = tables.read(DOCUMENTS, version=base.documents)
+    try:  # analysing the feed fails at once when a version's change data was never recorded
+        parsed = read_corpus_changes(settings, tables, table["name"], start, table["version"], previous)
+    except Exception as exc:
+        if not _FEED_GONE.search(str(exc)):
+            raise
+        return _read_in_full(spark, settings, tables, _Source(previous, table, state, start), report)
+    return _Source(parsed, table, state, start)
+
+
+def _read_state(tables: Tables) -> FeedState | None:
+    if not tables.exists(EMBED_STATE):
+        return None
+    row = tables.read(EMBED_STATE).first()
+    if row is None:
+        return None
+    return {
+        "corpus": row["corpus"],
+        "table_id": row["table_id"],
+        "source_version": int(row["source_version"]),
+        "documents_version": None if row["documents_version"] is None else int(row["documents_version"]),
+    }
+
+
 def _plan(
     settings: Settings,
     tables: Tables,
     parsed: DataFrame,
+    base: _Base,
     name: str,
+    now: datetime,
     full: bool,
     keep: Callable[[DataFrame], DataFrame],
 ) -> _Plan:
-    """Expected chunks of every document, what to embed and what is stale, and every count
-    the run needs in ONE Spark action (each action is a round of jobs and Python tasks)."""
+    """Which documents to chunk (the others are decided by a join, unchunked), their expected
+    chunks, what to embed and what is stale, and every count the run needs in ONE Spark
+    action (each action is a round of jobs and Python tasks)."""
     ch = settings.chunking
-    docs = parsed.filter("kind = 'doc'")
+    fingerprint = settings_fingerprint(settings)
+    docs = parsed.filter("kind = 'doc'").select("doc_id", "source", "content_hash", "text", "metadata")
+    docs = docs.withColumn("_now", F.lit(True))
+    existing = None
+    if base.chunks is not None:
+        snap = tables.read(CHUNKS, version=base.chunks).select("chunk_id", "doc_id", "model")
+        existing = snap.filter(F.col("model") == F.lit(name)).select("chunk_id", "doc_id")
+    judged = keep(_judge(docs, _previous(tables, base), existing, fingerprint, full))
+    todo = judged.filter("status IN ('new', 'changed')")
     chunked = keep(
-        docs.select("doc_id", "source", "text").mapInPandas(
+        todo.select("doc_id", "source", "text").mapInPandas(
             chunker(settings.embedding.provider, ch.chunk_tokens, ch.overlap_tokens), ddl(EXPECTED_COLUMNS)
         )
     )
@@ -182,55 +339,156 @@ def _plan(
     chunk_errors = chunked.filter("error IS NOT NULL").select(
         "source", "doc_id", F.col("error").alias("reason"), F.lit("chunk").alias("stage")
     )
-    summary = parsed.agg(
-        F.count(F.when(F.col("kind") == "doc", 1)).alias("docs"),
-        F.count(F.when(F.col("kind") == "error", 1)).alias("doc_errors"),
-    ).crossJoin(
-        chunked.agg(
-            F.count(F.when(F.col("error").isNull(), 1)).alias("expected"),
-            F.count(F.when(F.col("error").isNotNull(), 1)).alias("failed"),
+    unchanged = F.col("status") == "unchanged"
+    summary = (
+        parsed.agg(F.count(F.when(F.col("kind") == "error", 1)).alias("doc_errors"))
+        .crossJoin(
+            judged.agg(
+                F.count(F.when(F.col("status") != "deleted", 1)).alias("docs"),
+                F.count(F.when(F.col("status") == "deleted", 1)).alias("d_deleted"),
+                F.count(F.when(F.col("p_hash").isNotNull(), 1)).alias("prev_docs"),
+                F.count(F.when(F.col("status") == "new", 1)).alias("d_new"),
+                F.count(F.when(F.col("status") == "changed", 1)).alias("d_changed"),
+                F.count(F.when(unchanged, 1)).alias("d_unchanged"),
+                F.sum(F.when(unchanged, F.col("p_count")).otherwise(0)).alias("kept_unchanged"),
+                F.count(F.when(~F.col("same_row"), 1)).alias("docs_differ"),
+            )
+        )
+        .crossJoin(
+            chunked.agg(
+                F.count(F.when(F.col("error").isNull(), 1)).alias("expected"),
+                F.count(F.when(F.col("error").isNotNull(), 1)).alias("failed"),
+            )
         )
     )
     to_embed, stale = expected, None
-    version = None if full else tables.version(CHUNKS)
-    if version is not None:
-        snap = tables.read(CHUNKS, version=version).select("chunk_id", "doc_id", "model")
-        existing = snap.filter(F.col("model") == F.lit(name)).select("chunk_id", "doc_id")
+    if existing is not None:
         to_embed = expected.join(existing.select("chunk_id"), "chunk_id", "left_anti")
-        stale = existing.join(expected.select("chunk_id"), "chunk_id", "left_anti")
+        # every chunk of the current model that no unchanged document owns and no expected chunk is
+        stale = existing.join(judged.filter(unchanged).select("doc_id"), "doc_id", "left_anti").join(
+            expected.select("chunk_id"), "chunk_id", "left_anti"
+        )
         summary = (
             summary.crossJoin(to_embed.agg(F.count(F.lit(1)).alias("new")))
-            .crossJoin(snap.agg(F.count(F.when(F.col("model") != F.lit(name), 1)).alias("other")))
             .crossJoin(stale.agg(F.count(F.lit(1)).alias("stale")))
             .crossJoin(
-                snap.groupBy("chunk_id").count().agg(F.count(F.when(F.col("count") > 1, 1)).alias("dupes"))
+                snap.groupBy("chunk_id")
+                .agg(
+                    F.count(F.lit(1)).alias("n"), F.count(F.when(F.col("model") != F.lit(name), 1)).alias("o")
+                )
+                .agg(F.sum("o").alias("other"), F.count(F.when(F.col("n") > 1, 1)).alias("dupes"))
             )
-            .crossJoin(_document_counts(docs, existing, to_embed, stale))
-        )
-    prev_docs = tables.read(DOCUMENTS) if tables.exists(DOCUMENTS) else None
-    if prev_docs is not None:
-        summary = summary.crossJoin(_documents_diff(docs, prev_docs)).crossJoin(
-            prev_docs.agg(F.count(F.lit(1)).alias("prev_docs"))
         )
     with arrow_batch(tables.spark, 16):  # documents can be megabytes each
         counts = summary.first().asDict()  # type: ignore[union-attr]
     counts.setdefault("new", counts["expected"])
-    return _Plan(docs, parsed.filter("kind = 'error'"), chunk_errors, to_embed, stale, counts)
+    doc_rows = _document_rows(judged, chunked, fingerprint, now)
+    return _Plan(parsed.filter("kind = 'error'"), chunk_errors, to_embed, stale, doc_rows, counts)
+
+
+def _previous(tables: Tables, base: _Base) -> DataFrame | None:
+    """``documents`` at the pinned version as ``p_*`` columns (state columns null on a table
+    written before they existed, so every document counts as changed once)."""
+    if base.documents is None:
+        return None
+    prev = tables.read(DOCUMENTS, version=base.documents)
+    state = [F.col(c) if base.documents_current else F.lit(None) for c in DOCUMENT_STATE_COLUMNS]
+    return prev.select(
+        "doc_id",
+        F.col("source").alias("p_source"),
+        F.col("content_hash").alias("p_hash"),
+        _sorted_map("metadata").alias("p_meta"),
+        F.col("ingested_at").alias("p_at"),
+        state[0].cast("string").alias("p_settings"),
+        state[1].cast("int").alias("p_count"),
+    )
+
+
+def _sorted_map(col: str) -> Column:
+    """Maps cannot be compared with =; their sorted entries can."""
+    return F.array_sort(F.map_entries(F.coalesce(col, F.create_map())))
+
+
+def _judge(
+    docs: DataFrame, prev: DataFrame | None, existing: DataFrame | None, fingerprint: str, full: bool
+) -> DataFrame:
+    """Each document with ``status``: "new", "changed", "unchanged" (same hash and settings,
+    all ``chunk_count`` chunks present for this model) or "deleted" (in ``documents`` only);
+    ``same_row``: its ``documents`` row would be rewritten as it is. Decided by joins on doc_id alone,
+    before any chunking."""
+    judged = docs
+    if prev is None:
+        meta = "array<struct<key:string,value:string>>"
+        for c, kind in [("p_source", "string"), ("p_hash", "string"), ("p_meta", meta),
+                        ("p_at", "timestamp"), ("p_settings", "string"), ("p_count", "int")]:  # fmt: skip
+            judged = judged.withColumn(c, F.lit(None).cast(kind))
+    else:
+        judged = judged.join(prev, "doc_id", "full_outer")
+    if existing is None:
+        judged = judged.withColumn("n_have", F.lit(None).cast("long"))
+    else:
+        have = existing.groupBy("doc_id").agg(F.count(F.lit(1)).alias("n_have"))
+        judged = judged.join(have, "doc_id", "left")
+    same = (
+        (F.col("p_hash") == F.col("content_hash"))
+        & (F.col("p_settings") == F.lit(fingerprint))
+        & (F.col("p_count") == F.coalesce(F.col("n_have"), F.lit(0)))
+        & F.lit(not full)
+    )
+    status = (
+        F.when(F.col("_now").isNull(), "deleted")
+        .when(F.col("p_hash").isNull(), "new")
+        .when(F.coalesce(same, F.lit(False)), "unchanged")
+    )
+    # Same text and settings chunk alike, so the row's chunk_count stands too (even when a
+    # forced or retried run chunks it again).
+    same_row = (
+        F.col("content_hash").eqNullSafe(F.col("p_hash"))
+        & F.lit(fingerprint).eqNullSafe(F.col("p_settings"))
+        & F.col("source").eqNullSafe(F.col("p_source"))
+        & _sorted_map("metadata").eqNullSafe(F.col("p_meta"))
+    )
+    return judged.withColumn("status", status.otherwise("changed")).withColumn("same_row", same_row)
+
+
+def _document_rows(judged: DataFrame, chunked: DataFrame, fingerprint: str, now: datetime) -> DataFrame:
+    """The next ``documents`` snapshot: unchanged documents keep their count; the others get the
+    count just chunked (null when chunking failed, so they are retried). ``ingested_at`` is kept
+    for an unchanged (doc_id, content_hash)."""
+    per_doc = chunked.groupBy("doc_id").agg(
+        F.count(F.when(F.col("error").isNull(), 1)).alias("_ok"),
+        F.count(F.when(F.col("error").isNotNull(), 1)).alias("_failed"),
+    )
+    count = F.when(F.col("status") == "unchanged", F.col("p_count")).when(
+        F.coalesce("_failed", F.lit(0)) == 0, F.coalesce("_ok", F.lit(0)).cast("int")
+    )
+    kept = judged.filter("status <> 'deleted'")
+    return kept.join(per_doc, "doc_id", "left").select(
+        "doc_id",
+        "source",
+        "content_hash",
+        "text",
+        "metadata",
+        F.when(F.col("p_hash") == F.col("content_hash"), F.col("p_at"))
+        .otherwise(F.lit(now))
+        .alias("ingested_at"),
+        F.lit(fingerprint).alias("embed_settings"),
+        count.alias("chunk_count"),
+    )
 
 
 def _count(plan: _Plan, report: EmbedReport) -> None:
     c = plan.counts
     report.documents_seen = int(c["docs"])
     report.document_errors = int(c["doc_errors"])
-    report.chunks_expected = int(c["expected"])
+    report.documents_new = int(c["d_new"])
+    report.documents_changed = int(c["d_changed"])
+    report.documents_unchanged = int(c["d_unchanged"])
+    report.documents_deleted = int(c["d_deleted"])
+    report.documents_chunked = report.documents_new + report.documents_changed
+    kept = int(c["kept_unchanged"] or 0)
+    report.chunks_expected = kept + int(c["expected"])
     report.chunks_kept = report.chunks_expected - int(c["new"])
-    if plan.stale is None:
-        report.documents_new = report.documents_seen
-    else:
-        report.documents_new = int(c["d_new"] or 0)
-        report.documents_changed = int(c["d_changed"] or 0)
-        report.documents_unchanged = int(c["d_unchanged"] or 0)
-        report.documents_deleted = int(c["d_deleted"] or 0)
 
 
 def refuse_destructive(settings: Settings, counts: dict[str, Any], full: bool) -> None:
@@ -293,7 +551,6 @@ def _embed(
         report.chunks_embedded += ok
         report.chunk_errors += err
         meter.update(ok + err, f"{report.chunk_errors} failed")
-    tables.truncate(EMBED_STAGING)
 
 
 def _commit_batch(
@@ -343,25 +600,28 @@ def _remove_stale(tables: Tables, stale: DataFrame) -> None:
     tables.delete_where(CHUNKS, "chunk_id", stale.select("chunk_id"))
 
 
-def _write_documents(tables: Tables, plan: _Plan, now: datetime) -> int | None:
-    """One overwrite (the table is the corpus snapshot), skipped when nothing differs.
-    ``ingested_at`` is carried over for unchanged (doc_id, content_hash) pairs."""
-    if tables.exists(DOCUMENTS) and not plan.counts.get("docs_differ"):
-        return tables.version(DOCUMENTS)
-    rows = plan.docs.select("doc_id", "source", "content_hash", "text", "metadata")
-    if tables.exists(DOCUMENTS):
-        prev = tables.read(DOCUMENTS).select("doc_id", "content_hash", F.col("ingested_at").alias("_prev_at"))
-        rows = rows.join(prev, ["doc_id", "content_hash"], "left").select(
-            "doc_id",
-            "source",
-            "content_hash",
-            "text",
-            "metadata",
-            F.coalesce("_prev_at", F.lit(now)).alias("ingested_at"),
-        )
-    else:
-        rows = rows.withColumn("ingested_at", F.lit(now))
-    return tables.write(rows, DOCUMENTS, mode="overwrite")
+def _write_documents(tables: Tables, plan: _Plan, base: _Base) -> int | None:
+    """One overwrite (the table is the corpus snapshot), skipped when nothing differs; a table
+    written before the state columns existed gets them (its schema is replaced)."""
+    if base.documents is not None and base.documents_current and not int(plan.counts["docs_differ"]):
+        return base.documents
+    if base.documents is not None and not base.documents_current:
+        return tables.write(plan.doc_rows, DOCUMENTS, mode="overwrite", schema_mode="overwrite")
+    return tables.write(plan.doc_rows, DOCUMENTS, mode="overwrite")
+
+
+def _write_state(tables: Tables, source: _Source, report: EmbedReport, now: datetime) -> None:
+    """Record which version of the corpus table ``documents`` now reflects (skipped when unchanged)."""
+    table, prev = source.table, source.state
+    assert table is not None
+    row = (table["name"], table["table_id"], table["version"], report.documents_version)
+    if (
+        prev is not None
+        and (prev["corpus"], prev["table_id"], prev["source_version"], prev["documents_version"]) == row
+    ):
+        return
+    df = tables.spark.createDataFrame([(*row, report.run_id, now)], ddl(EMBED_STATE_COLUMNS))
+    tables.write(df, EMBED_STATE, mode="overwrite")
 
 
 def _write_errors(tables: Tables, plan: _Plan, run_id: str, now: datetime) -> int | None:
@@ -373,47 +633,3 @@ def _write_errors(tables: Tables, plan: _Plan, run_id: str, now: datetime) -> in
     if int(plan.counts["doc_errors"]) or int(plan.counts["failed"]):
         return tables.write(errors, INGEST_ERRORS, mode="append")
     return tables.create_empty(INGEST_ERRORS, ERRORS_DDL)
-
-
-def _document_counts(
-    docs: DataFrame, existing: DataFrame, to_embed: DataFrame, stale: DataFrame
-) -> DataFrame:
-    """One row: new / changed / unchanged / deleted documents (``d_*`` columns)."""
-    now_ids = docs.select("doc_id").distinct().withColumn("_now", F.lit(1))
-    old_ids = existing.select("doc_id").distinct().withColumn("_old", F.lit(1))
-    touched = (
-        to_embed.select("doc_id").union(stale.select("doc_id")).distinct().withColumn("_touched", F.lit(1))
-    )
-    joined = now_ids.join(old_ids, "doc_id", "full_outer").join(touched, "doc_id", "left")
-    now, old, hit = F.col("_now").isNotNull(), F.col("_old").isNotNull(), F.col("_touched").isNotNull()
-    return joined.agg(
-        F.sum(F.when(now & ~old, 1).otherwise(0)).alias("d_new"),
-        F.sum(F.when(now & old & hit, 1).otherwise(0)).alias("d_changed"),
-        F.sum(F.when(now & old & ~hit, 1).otherwise(0)).alias("d_unchanged"),
-        F.sum(F.when(~now, 1).otherwise(0)).alias("d_deleted"),
-    )
-
-
-def _documents_diff(docs: DataFrame, prev_docs: DataFrame) -> DataFrame:
-    """One row, ``docs_differ``: rows of the new snapshot the table lacks or holds differently,
-    plus rows it holds that are gone (0 → the documents commit is skipped)."""
-
-    def key(df: DataFrame, p: str) -> DataFrame:
-        return df.select(
-            "doc_id",
-            F.col("source").alias(f"{p}source"),
-            F.col("content_hash").alias(f"{p}hash"),
-            # maps cannot be compared with =; sorted entries can
-            F.array_sort(F.map_entries(F.coalesce("metadata", F.create_map()))).alias(f"{p}meta"),
-            F.lit(1).alias(f"{p}in"),
-        )
-
-    j = key(docs, "n_").join(key(prev_docs, "p_"), "doc_id", "full_outer")
-    same = (
-        F.col("n_in").isNotNull()
-        & F.col("p_in").isNotNull()
-        & F.col("n_source").eqNullSafe(F.col("p_source"))
-        & F.col("n_hash").eqNullSafe(F.col("p_hash"))
-        & F.col("n_meta").eqNullSafe(F.col("p_meta"))
-    )
-    return j.agg(F.count(F.when(~same, 1)).alias("docs_differ"))

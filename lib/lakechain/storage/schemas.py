@@ -29,7 +29,14 @@ DOCUMENT_COLUMNS: Columns = [
     ("text", "string"),
     ("metadata", "map<string,string>"),
     ("ingested_at", "timestamp"),
+    ("embed_settings", "string"),
+    ("chunk_count", "int"),
 ]
+"""``embed_settings``: what the document's chunks and vectors were made with (chunker,
+tokenizer, sizes, model); ``chunk_count``: how many chunks it has (null: chunking failed).
+A document whose hash and settings match and whose chunks are all in ``chunks`` is not
+re-chunked. Tables written before these columns read them as null: re-chunked once."""
+DOCUMENT_STATE_COLUMNS = ["embed_settings", "chunk_count"]
 
 CHUNKS = "chunks"
 CHUNK_COLUMNS: Columns = [
@@ -81,9 +88,23 @@ EXPECTED_COLUMNS: Columns = [
 EMBEDDED_COLUMNS: Columns = [*CHUNK_COLUMNS, ("source", "string"), ("error", "string")]
 """Output of the embedding UDF: chunk rows, or error rows (``error`` set)."""
 
+EMBED_STATE = "embed_state"
+EMBED_STATE_COLUMNS: Columns = [
+    ("corpus", "string"),
+    ("table_id", "string"),
+    ("source_version", "bigint"),
+    ("documents_version", "bigint"),
+    ("run_id", "string"),
+    ("updated_at", "timestamp"),
+]
+"""One row: the corpus table (name, Delta id) and version ``documents`` (at its version) was
+last brought up to date from, so the next run reads only that table's change data feed."""
+
 EMBED_STAGING = "embed_staging"
 """Each embed batch's UDF output, written once by the executors, then split into ``chunks``
-and ``ingest_errors``: the model runs once per chunk however many writes read the rows."""
+and ``ingest_errors``: the model runs once per chunk however many writes read the rows.
+The last batch stays until the next one overwrites it: emptying it would cost a commit per
+run and free no disk before a VACUUM."""
 
 # --- task stage ----------------------------------------------------------------------------
 
@@ -282,5 +303,6 @@ TABLES: dict[str, Columns] = {
     EVAL_RESULTS: EVAL_COLUMNS,
     LLM_CACHE: LLM_CACHE_COLUMNS,
     RUNS: RUN_COLUMNS,
+    EMBED_STATE: EMBED_STATE_COLUMNS,
 }
 """Every table Lakechain writes."""

@@ -22,7 +22,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar
 
 from lakechain.config import Settings
 from lakechain.errors import SchemaMismatchError, StorageRootError, TableNotFoundError
@@ -34,6 +34,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WriteMode = Literal["append", "overwrite"]
+
+
+class InputTable(TypedDict):
+    """A Delta input table as :meth:`Tables.describe_input` sees it."""
+
+    name: str
+    table_id: str
+    version: int
+    change_feed: bool
+
+
 SchemaMode = Literal["merge", "overwrite"] | None
 T = TypeVar("T")
 
@@ -175,14 +186,54 @@ class Tables:
             return self.spark.table(self.full_name(name))
         return self.spark.sql(f"SELECT * FROM {quote(self.full_name(name))} VERSION AS OF {int(version)}")
 
-    def read_input(self, path: str) -> DataFrame | None:
+    def read_input(self, path: str, version: int | None = None) -> DataFrame | None:
         """An input (corpus or tasks) given as a table: a pipeline table's short name, or any
-        catalog table (``schema.table`` / ``catalog.schema.table``). None when it is neither."""
+        catalog table (``schema.table`` / ``catalog.schema.table``). None when it is neither.
+        ``version``: a Delta table as of that version (see :meth:`describe_input`)."""
+        name = self._input_name(path)
+        if name is None:
+            return None
+        if version is None:
+            return self.spark.table(name)
+        return self.spark.sql(f"SELECT * FROM {quote(name)} VERSION AS OF {int(version)}")
+
+    def _input_name(self, path: str) -> str | None:
         if _NAME.match(path) and self.exists(path):
-            return self.read(path)
+            return self.full_name(path)
         if _QUALIFIED.match(path) and self.spark.catalog.tableExists(path):
-            return self.spark.table(path)
+            return path
         return None
+
+    def describe_input(self, path: str) -> InputTable | None:
+        """An input table's Delta identity: its id, current version and whether it records a
+        change data feed. None when ``path`` is no Delta table (a directory, a view)."""
+        from pyspark.errors import AnalysisException
+
+        name = self._input_name(path)
+        if name is None:
+            return None
+        try:
+            detail = (
+                self.spark.sql(f"DESCRIBE DETAIL {quote(name)}").select("format", "id", "properties").first()
+            )
+        except AnalysisException:  # a view, or a table of another format
+            return None
+        if detail is None or str(detail["format"]).lower() != "delta":
+            return None
+        props = dict(detail["properties"] or {})
+        last = self.spark.sql(f"DESCRIBE HISTORY {quote(name)} LIMIT 1").select("version").first()
+        return InputTable(
+            name=name,
+            table_id=str(detail["id"]),
+            version=int(last["version"]),  # type: ignore[index]
+            change_feed=str(props.get("delta.enableChangeDataFeed", "")).lower() == "true",
+        )
+
+    def read_changes(self, name: str, start: int, end: int) -> DataFrame:
+        """Delta's change data feed of table ``name`` (as :meth:`describe_input` names it) for
+        versions ``start``..``end``: its rows plus ``_change_type`` and ``_commit_version``."""
+        reader = self.spark.read.format("delta").option("readChangeFeed", "true")
+        return reader.option("startingVersion", int(start)).option("endingVersion", int(end)).table(name)
 
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits newest first: version, timestamp, operation, parameters, metrics."""
