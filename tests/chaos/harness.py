@@ -233,8 +233,11 @@ def disk_use_kib(root: Path) -> int:
 
 
 def one_line_error(stderr: str) -> str:
-    """The CLI's last ``lakechain: ...`` line, asserting no traceback came before it."""
-    assert "Traceback (most recent call last)" not in stderr, stderr[-4000:]
-    lines = [line for line in stderr.splitlines() if line.startswith("lakechain: ")]
-    assert lines, f"no 'lakechain: ...' message:\n{stderr[-4000:]}"
-    return lines[-1]
+    """The CLI's last ``lakechain: ...`` line, asserting no traceback follows it (Spark's own
+    ERROR log before it may quote a worker's traceback; the CLI's message must come last)."""
+    lines = stderr.splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("lakechain: ")]
+    assert at, f"no 'lakechain: ...' message:\n{stderr[-4000:]}"
+    after = "\n".join(lines[at[-1] + 1 :])
+    assert "Traceback" not in after, stderr[-4000:]
+    return lines[at[-1]]
