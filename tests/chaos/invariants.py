@@ -23,12 +23,9 @@ from deltalake import DeltaTable
 KEYS = {"documents": "doc_id", "chunks": "chunk_id", "tasks": "task_id", "results": "task_id"}
 """The key each table holds at most once."""
 STAGING = ("embed_staging", "results_staging")
-VOLATILE = {
-    "run_id", "created_at", "ingested_at", "embedded_at", "latency_ms",
-    "index_checksum", "index_table_version",
-}  # fmt: skip
-"""Columns that name a run, a moment or an index build (which chunks version it was built
-from depends on how many commits the kills split the embedding into), not the content."""
+VOLATILE = {"run_id", "created_at", "ingested_at", "embedded_at", "latency_ms", "index_table_version"}
+"""Columns that name a run, a moment or the chunks version the index was built from (how
+many commits the kills split the embedding into), not the content."""
 
 Rows = dict[str, list[dict[str, Any]]]
 
