@@ -106,6 +106,8 @@ class Run:
     def _read(self, name: str, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
             self.lines.append((time.monotonic() - self.started, name, line.rstrip("\n")))
+        if name == "out":  # closed at exit: the end time, whichever run is waited for first
+            self.ended = self.ended or round(time.monotonic() - self.started, 1)
 
     def seen(self, marker: tuple[str, re.Pattern[str]]) -> float | None:
         """Seconds after start at which a line matching ``marker`` was printed, or None."""
