@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lakechain.config import Settings, load_settings
-from lakechain.errors import ConfigError, EndpointError, StorageRootError, UserError, is_user_error
+from lakechain.errors import (
+    ConfigError,
+    DiskFullError,
+    EndpointError,
+    StorageRootError,
+    UserError,
+    disk_full,
+    is_user_error,
+)
 
 DEFAULT_CONFIG = "conf/local.yaml"
 
@@ -120,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("py4j", "httpx", "openai", "urllib3", "bm25s"):  # bm25s sets itself to DEBUG
         logging.getLogger(noisy).setLevel(logging.WARNING)
     ctx = Context(argv)
+    settings: Settings | None = None
     try:
         settings = settings_from_args(args)
         check_at_start(settings, args.command)
@@ -132,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # Problems the user fixes (config, inputs, missing tables or index, a query): their
         # message says how, so a traceback would only hide it.
+        if disk_full(exc):
+            exc = DiskFullError(disk_full_message(args.command, ctx, settings))
         if not is_user_error(exc):
             raise
         if args.debug:
@@ -229,6 +240,13 @@ def interrupted_message(command: str, ctx: Context) -> str:
     if command in ("index", "pipeline"):
         done += "; an unfinished index build never replaces the current index"
     return f"interrupted: {done}. Resume with `{resume}` (finished work is not redone)"
+
+
+def disk_full_message(command: str, ctx: Context, settings: Settings | None) -> str:
+    """A full disk stops the run like an interrupt: what was committed, and how to resume."""
+    where = f"storage.root {settings.storage.root}" if settings else "the storage root"
+    _, _, rest = interrupted_message(command, ctx).partition(": ")
+    return f"no space left on device ({where}, or Spark's scratch space spark.local.dir): free space; {rest}"
 
 
 def committed_since(tables: Any, names: Sequence[str], started: float) -> str:

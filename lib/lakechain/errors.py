@@ -7,6 +7,8 @@ and exits 2 instead of a traceback (``--debug`` shows it). No pyspark import her
 
 from __future__ import annotations
 
+import errno
+
 
 class UserError(Exception):
     """Base class of failures whose message tells the user how to fix them."""
@@ -38,6 +40,28 @@ class SqlError(UserError):
 
 class EndpointError(UserError):
     """A model endpoint cannot be reached or refuses the credentials; names the URL."""
+
+
+class DiskFullError(UserError):
+    """The disk under the storage root (or Spark's scratch space) is full."""
+
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+"""Write errors that say the storage is full, not that anything about the input is wrong."""
+_NO_SPACE = ("No space left on device", "Disk quota exceeded")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` or anything in its cause chain is a full disk: a Python ``OSError``,
+    or a JVM one, which reaches Python only as text inside Spark's error."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno in FULL_DISK) or any(m in str(e) for m in _NO_SPACE):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def is_user_error(exc: BaseException) -> bool:

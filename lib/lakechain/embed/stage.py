@@ -529,6 +529,7 @@ def _embed(
     if n == 0:
         if full and tables.exists(CHUNKS):
             tables.truncate(CHUNKS)
+        _drop_stale_staging(tables)
         return
     batches = 1 if full else max(1, math.ceil(n / cfg.commit_every))
     size = math.ceil(n / batches)
@@ -551,6 +552,13 @@ def _embed(
         report.chunks_embedded += ok
         report.chunk_errors += err
         meter.update(ok + err, f"{report.chunk_errors} failed")
+
+
+def _drop_stale_staging(tables: Tables) -> None:
+    """Empty a batch a killed run staged but never cleared. Its chunks were embedded again or
+    were already committed, so the rows are only stale vectors taking space."""
+    if tables.exists(EMBED_STAGING) and not tables.read(EMBED_STAGING).isEmpty():
+        tables.truncate(EMBED_STAGING)
 
 
 def _commit_batch(

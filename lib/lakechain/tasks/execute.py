@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from lakechain.errors import FULL_DISK
 from lakechain.tasks.ratelimit import RateLimiter
 from lakechain.tasks.retry import Classification, RetryError, RetryPolicy, call_with_retry, classify_error
 
@@ -344,6 +345,8 @@ class _Runner:
             try:
                 out.image_path = self.cfg.save_image(task.task_id, img.png)
             except OSError as exc:
+                if exc.errno in FULL_DISK:  # not this task's fault: fail the batch, the rerun redoes it
+                    raise
                 out.image_status, out.image_error = ERROR, f"writing the image file failed: {exc}"
                 return
         out.image_status = OK

@@ -14,6 +14,7 @@ column count real calls.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -143,13 +144,19 @@ def image_file_path(image_dir: str, task_id: str) -> str:
 
 
 def save_png(image_dir: str, task_id: str, png: bytes) -> str:
-    """Write atomically (temp file + rename): a killed run never leaves a truncated PNG."""
+    """Write atomically (temp file + rename): a killed run never leaves a truncated PNG, and
+    a failed write (a full disk) leaves no temporary file behind."""
     os.makedirs(image_dir, exist_ok=True)
     path = image_file_path(image_dir, task_id)
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(png)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(png)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     return path
 
 
