@@ -83,6 +83,15 @@ def error_reason(message: Column) -> Column:
     return F.when(message.isNull() | (message == ""), F.lit("unknown")).otherwise(kind)
 
 
+STAGE_ORDER = ("embed", "index", "run-tasks")
+
+
+def _in_pipeline_order(seconds: dict[str, float]) -> dict[str, float]:
+    """Stages as the pipeline runs them (a Spark map column keeps no order)."""
+    rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+    return dict(sorted(seconds.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
 def default_path(tables: Tables, run_id: str) -> str:
     """``<files root>/reports/<run_id>.html``: beside ``images/``, so relative links hold."""
     return os.path.join(tables.files_root, "reports", f"{run_id}.html")
@@ -151,7 +160,7 @@ def collect(
         "started_at": f"{run['started_at']:%Y-%m-%d %H:%M:%S}" if run else None,
         "generated_at": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
         "figures": figures,
-        "stages": dict(run["stage_seconds"] or {}) if run else {},
+        "stages": _in_pipeline_order(run["stage_seconds"] or {}) if run else {},
         "phases": {k.removesuffix("_s"): float(v) for k, v in (report.get("timings") or {}).items()},
         "models": _models(results) if results is not None else [],
         "errors": _failures(results) if results is not None else [],
