@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--force", action="store_true", help="rebuild even if the index is up to date")
     rt = sub.add_parser("run-tasks", parents=[common], help="answer tasks.path through the chains")
     _task_flags(rt)
+    rt.add_argument(
+        "--estimate", action="store_true",
+        help="run a pilot of tasks.estimate_pilot tasks (kept), print the projected tokens, cost "
+        "and wall time of the rest, write them to run_estimates, and stop",
+    )  # fmt: skip
     pl = sub.add_parser("pipeline", parents=[common], help="embed → index → run-tasks")
     _task_flags(pl)
     pl.add_argument("--rebuild-index", action="store_true", help="force the index rebuild")
@@ -338,9 +343,17 @@ def cmd_run_tasks(settings: Settings, args: argparse.Namespace, ctx: Context) ->
     from lakechain.tasks.stage import run_tasks
 
     spark, tables = _session(settings, ctx)
-    report = run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force)
+    estimate = bool(getattr(args, "estimate", False))
+    report = run_tasks(
+        spark, settings, tables, retry_failed=args.retry_failed, force=args.force, estimate=estimate
+    )
     print(report)
     _record_run(tables, "run-tasks", report, {"run-tasks": report.wall_s})
+    if estimate:
+        from lakechain.tasks.estimate import Estimate
+
+        print(Estimate(**report.estimate) if report.estimate else "estimate: no pending tasks")
+        return 0
     return _verdict(task_failures(report, settings), budget_stopped(report))
 
 

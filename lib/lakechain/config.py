@@ -356,6 +356,9 @@ class TasksConfig(_Section):
     committed results are kept and a run with a larger budget resumes."""
     max_tokens: int | None = Field(default=None, ge=1)
     """The same budget in model tokens (prompt + completion)."""
+    estimate_pilot: int = Field(default=20, ge=1, le=10_000)
+    """Tasks ``run-tasks --estimate`` runs for real (kept as results) to measure output
+    tokens and latency; the rest are projected from them."""
 
     @field_validator("recompute_on", mode="before")
     @classmethod

@@ -234,6 +234,30 @@ RUN_COLUMNS: Columns = [
 results rows cannot give (tasks skipped, seconds per stage) for ``lakechain report``;
 ``report`` is the run's whole ``RunReport`` as JSON."""
 
+RUN_ESTIMATES = "run_estimates"
+RUN_ESTIMATE_COLUMNS: Columns = [
+    ("run_id", "string"),
+    ("created_at", "timestamp"),
+    ("model", "string"),
+    ("pending", "bigint"),
+    ("pilot_tasks", "bigint"),
+    ("remaining", "bigint"),
+    ("prompt_tokens", "bigint"),
+    ("completion_tokens", "bigint"),
+    ("completion_tokens_low", "bigint"),
+    ("completion_tokens_high", "bigint"),
+    ("image_calls", "bigint"),
+    ("cost_usd", "double"),
+    ("cost_usd_low", "double"),
+    ("cost_usd_high", "double"),
+    ("wall_s", "double"),
+    ("wall_s_low", "double"),
+    ("wall_s_high", "double"),
+    ("bound_by", "string"),
+]
+"""One row per ``run-tasks --estimate``: the projection for the tasks left after its pilot
+(prompt tokens exact; completion, cost and wall time with a low–high range)."""
+
 TASKS_DDL = ddl(TASK_COLUMNS)
 RESULTS_DDL = ddl(RESULT_COLUMNS)
 EXECUTED_DDL = ddl(EXECUTED_COLUMNS)
@@ -303,6 +327,7 @@ TABLES: dict[str, Columns] = {
     EVAL_RESULTS: EVAL_COLUMNS,
     LLM_CACHE: LLM_CACHE_COLUMNS,
     RUNS: RUN_COLUMNS,
+    RUN_ESTIMATES: RUN_ESTIMATE_COLUMNS,
     EMBED_STATE: EMBED_STATE_COLUMNS,
 }
 """Every table Lakechain writes."""

@@ -46,6 +46,8 @@ class RunReport:
     """Tasks of this run whose cost is unknown (a remote model without a price)."""
     budget_stop: str | None = None
     """Why the run stopped early at a commit boundary (``tasks.max_cost_usd``/``max_tokens``)."""
+    estimate: dict[str, Any] | None = None
+    """``run-tasks --estimate``: the projection written to ``run_estimates`` (``estimate.Estimate``)."""
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per phase: input, plan (tasks table + existing results), execute (Spark

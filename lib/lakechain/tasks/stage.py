@@ -33,6 +33,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import Window
@@ -51,8 +52,11 @@ from lakechain.storage.schemas import (
     RESULT_COLUMNS,
     RESULTS,
     RESULTS_STAGING,
+    RUN_ESTIMATE_COLUMNS,
+    RUN_ESTIMATES,
     STAGING_COLUMNS,
     TASKS,
+    ddl,
     names,
 )
 from lakechain.storage.session import default_parallelism
@@ -94,11 +98,13 @@ def run_tasks(
     force: bool = False,
     *,
     progress: bool = True,
+    estimate: bool = False,
 ) -> RunReport:
     """Run the pending tasks of ``tasks.path`` and MERGE their rows into ``results``.
 
     Pending = no result yet, or a result for another ``input_hash``; ``retry_failed`` adds
-    tasks whose result is an error, ``force`` makes every task pending. Raises
+    tasks whose result is an error, ``force`` makes every task pending. ``estimate`` runs only
+    a pilot of ``tasks.estimate_pilot`` tasks and projects the rest (``report.estimate``). Raises
     :class:`TaskInputError` when the run cannot start (duplicate task ids, no such input,
     questions but no index); bad rows never raise, they become error rows with the reason.
     """
@@ -139,7 +145,8 @@ def run_tasks(
         ctx = run_context(settings, report.run_id, manifest)
         ctx = dataclasses.replace(ctx, parts=dataclasses.replace(parts, index_checksum=ctx.index_checksum))
         with chat_server(settings.chat):
-            _execute(spark, settings, tables, plan, ctx, build_dir, report, timer, progress)
+            run = _estimate if estimate else _execute
+            run(spark, settings, tables, plan, ctx, build_dir, report, timer, progress)
     # Only pending rows were written, so this input's state in ``results`` follows from the
     # plan and this run's outcomes without reading the table back.
     report.results_ok = c["done_ok"] + report.ok
@@ -385,6 +392,74 @@ def _execute(
                 f"{report.prompt_tokens + report.completion_tokens} tokens",
             )
     tables.truncate(RESULTS_STAGING)
+
+
+def _estimate(
+    spark: SparkSession,
+    settings: Settings,
+    tables: Tables,
+    plan: _Plan,
+    ctx: RunContext,
+    build_dir: str | None,
+    report: RunReport,
+    timer: Timer,
+    progress: bool,
+) -> None:
+    """Run a pilot through the normal path (its rows are real results), measure it, count the
+    other pending tasks' prompt tokens on the executors, project, and append to ``run_estimates``."""
+    from lakechain.tasks.estimate import COUNT_DDL, PilotStats, Workload, make_count_fn, project
+
+    n = plan.counts["pending"]
+    n_pilot = min(settings.tasks.estimate_pilot, n)
+    # A hash order, so the pilot is not biased by the input's order; the plan is pinned, so
+    # evaluating it again below yields the same tasks.
+    pilot = plan.pending.orderBy(F.xxhash64("task_id"), "task_id").limit(n_pilot)
+    _execute(spark, settings, tables, _Plan(pilot, {**plan.counts, "pending": n_pilot}), ctx, build_dir,
+             report, timer, progress)  # fmt: skip
+    with timer.step("estimate"):
+        calls = F.col("prompt_tokens") > 0
+        m = (
+            tables.read(RESULTS)
+            .filter(F.col("run_id") == ctx.run_id)
+            .agg(
+                F.count(F.lit(1)).alias("tasks"),
+                F.count(F.when(calls, 1)).alias("chat"),
+                F.avg(F.when(calls, F.col("completion_tokens"))).alias("c_mean"),
+                F.stddev_samp(F.when(calls, F.col("completion_tokens"))).alias("c_sd"),
+                (F.avg("latency_ms") / 1000).alias("l_mean"),
+                (F.stddev_samp("latency_ms") / 1000).alias("l_sd"),
+            )
+            .first()
+        )
+        spread = (float(m[k] or 0.0) for k in ("c_mean", "c_sd", "l_mean", "l_sd"))  # type: ignore[index]
+        stats = PilotStats(int(m["tasks"]), int(m["chat"]), *spread)  # type: ignore[index]
+        slots = default_parallelism(spark)
+        n_parts = settings.tasks.partitions or slots
+        rest = plan.pending.join(pilot.select("task_id"), "task_id", "left_anti")
+        prepare = make_prepare_fn(worker_settings(settings), build_dir, False)
+        counted = (
+            rest.repartition(n_parts)
+            .mapInPandas(prepare, PREPARED_DDL)
+            .mapInPandas(make_count_fn(settings.chat), COUNT_DDL)
+            .agg(
+                F.count(F.lit(1)).alias("tasks"),
+                F.coalesce(F.sum("prompt_tokens"), F.lit(0)).alias("prompt"),
+                F.coalesce(F.sum("chat_tasks"), F.lit(0)).alias("chat"),
+                F.coalesce(F.sum("image_calls"), F.lit(0)).alias("images"),
+            )
+            .first()
+        )
+        work = Workload(*(int(counted[k]) for k in ("tasks", "chat", "prompt", "images")))  # type: ignore[index]
+        t = settings.tasks
+        in_flight = concurrent_partitions(n_parts, slots) * t.max_concurrency
+        rpm, tpm = t.requests_per_minute, t.tokens_per_minute
+        est = project(n, stats, work, ctx.chat_price, ctx.image_price, in_flight, rpm, tpm)
+        now = datetime.now(timezone.utc)
+        row = {"run_id": ctx.run_id, "created_at": now, "model": ctx.chat_model, **est.as_dict()}
+        values = [tuple(row[c] for c in names(RUN_ESTIMATE_COLUMNS))]
+        df = spark.createDataFrame(values, ddl(RUN_ESTIMATE_COLUMNS))
+        tables.write(df, RUN_ESTIMATES, "append")
+        report.estimate = est.as_dict()
 
 
 def _account(staged: DataFrame, report: RunReport) -> int:

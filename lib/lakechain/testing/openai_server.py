@@ -24,7 +24,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -127,6 +127,8 @@ class FakeOpenAIServer:
         self.timeout_sleep_s = timeout_sleep_s
         self.default_dim = default_dim
         self.chat_responder: ChatResponder = chat_responder or default_chat_reply
+        self.usage_tokenizer: Literal["whitespace", "tiktoken"] = "whitespace"
+        """How ``usage`` is counted: whitespace words (cheap), or tiktoken as OpenAI does."""
         self._seed = seed
         self._rng = random.Random(seed)
         self._script: deque[str] = deque()
@@ -172,6 +174,7 @@ class FakeOpenAIServer:
             self.peak_in_flight = 0
             self._rng = random.Random(self._seed)
             self.chat_responder = default_chat_reply
+            self.usage_tokenizer = "whitespace"
 
     def requests_for(self, path: str) -> list[Any]:
         """JSON bodies received on ``path`` (e.g. "/v1/embeddings")."""
@@ -279,8 +282,16 @@ class FakeOpenAIServer:
             content = json.dumps(reply)
         else:
             content = str(reply)
-        prompt_tokens = sum(count_tokens(_content_text(m.get("content"))) for m in body.get("messages") or [])
-        completion_tokens = count_tokens(content)
+        messages = body.get("messages") or []
+        if self.usage_tokenizer == "tiktoken":  # as OpenAI counts: tiktoken + per-message overhead
+            from lakechain.tasks import estimate
+
+            model = str(body.get("model") or "")
+            prompt_tokens = estimate.chat_prompt_tokens(messages, model)
+            completion_tokens = estimate.completion_tokens(content, model)
+        else:
+            prompt_tokens = sum(count_tokens(_content_text(m.get("content"))) for m in messages)
+            completion_tokens = count_tokens(content)
         digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
         return {
             "id": f"chatcmpl-{digest}",
