@@ -76,3 +76,10 @@ def test_local_providers_count_as_their_usage_reports():
     msgs = [SystemMessage("one two"), HumanMessage("three four five")]
     assert chat_prompt_tokens(msgs, "tiny", provider="local") == 5
     assert chat_prompt_tokens(msgs, "tiny", provider="llamacpp") == 5
+
+
+def test_the_pilots_spark_overhead_is_added_per_commit_batch():
+    calls = project(1025, PILOT, WORK, None, None, 8, 10**6, 10**9)
+    e = project(1025, PILOT, WORK, None, None, 8, 10**6, 10**9, batch_overhead_s=10.0, batches=3)
+    assert (e.wall_s, e.wall_s_high) == pytest.approx((calls.wall_s + 30, calls.wall_s_high + 30))
+    assert e.wall_s_low == pytest.approx(calls.wall_s_low + 10)  # later batches find models loaded

@@ -216,12 +216,16 @@ def project(
     slots: int,
     rpm: int,
     tpm: int,
+    batch_overhead_s: float = 0.0,
+    batches: int = 1,
 ) -> Estimate:
     """Scale the pilot to ``work``: tokens, cost and wall time, each with its range.
 
     ``slots``: calls in flight at once (concurrent partitions × ``tasks.max_concurrency``);
-    wall time is the slowest of that concurrency at the pilot's latency and the RPM and TPM
-    budgets (Spark's own per-batch overhead is not included).
+    the calls take the longest of that concurrency at the pilot's latency and the RPM and
+    TPM budgets. ``batch_overhead_s``: the pilot batch's Spark time beyond its calls (job
+    launch, retrieval, commit, first loads), added once per commit batch, or once for the low
+    end (later batches find the models and index already loaded).
     """
     lo_c, hi_c = spread(pilot.completion_mean, pilot.completion_sd, pilot.chat_tasks)
     completion = [pilot.completion_mean * work.chat_tasks, lo_c * work.chat_tasks, hi_c * work.chat_tasks]
@@ -229,6 +233,8 @@ def project(
     wall, bound = _wall(work, completion[0], pilot.latency_mean_s, slots, rpm, tpm)
     wall_lo, _ = _wall(work, completion[1], lo_l, slots, rpm, tpm)
     wall_hi, _ = _wall(work, completion[2], hi_l, slots, rpm, tpm)
+    per_batch = batch_overhead_s * max(1, batches)
+    wall, wall_lo, wall_hi = wall + per_batch, wall_lo + batch_overhead_s, wall_hi + per_batch
     costs = [_cost(work, c, chat, image) for c in completion]
     return Estimate(
         pending=pending, pilot_tasks=pilot.tasks, remaining=work.tasks,

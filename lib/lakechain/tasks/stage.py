@@ -414,8 +414,11 @@ def _estimate(
     # A hash order, so the pilot is not biased by the input's order; the plan is pinned, so
     # evaluating it again below yields the same tasks.
     pilot = plan.pending.orderBy(F.xxhash64("task_id"), "task_id").limit(n_pilot)
+    pilot_timer = Timer()
     _execute(spark, settings, tables, _Plan(pilot, {**plan.counts, "pending": n_pilot}), ctx, build_dir,
-             report, timer, progress)  # fmt: skip
+             report, pilot_timer, progress)  # fmt: skip
+    for step, seconds in pilot_timer.steps.items():
+        timer.steps[step] = round(timer.steps.get(step, 0.0) + seconds, 3)
     with timer.step("estimate"):
         calls = F.col("prompt_tokens") > 0
         m = (
@@ -453,7 +456,12 @@ def _estimate(
         t = settings.tasks
         in_flight = concurrent_partitions(n_parts, slots) * t.max_concurrency
         rpm, tpm = t.requests_per_minute, t.tokens_per_minute
-        est = project(n, stats, work, ctx.chat_price, ctx.image_price, in_flight, rpm, tpm)
+        spark_s = sum(pilot_timer.steps.values())  # the pilot is one batch
+        overhead = max(0.0, spark_s - stats.tasks * stats.latency_mean_s / in_flight)
+        batches = math.ceil(
+            work.tasks / default_commit_every(settings, concurrent_partitions(n_parts, slots))
+        )
+        est = project(n, stats, work, ctx.chat_price, ctx.image_price, in_flight, rpm, tpm, overhead, batches)
         now = datetime.now(timezone.utc)
         row = {"run_id": ctx.run_id, "created_at": now, "model": ctx.chat_model, **est.as_dict()}
         values = [tuple(row[c] for c in names(RUN_ESTIMATE_COLUMNS))]
