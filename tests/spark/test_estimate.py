@@ -86,3 +86,27 @@ def test_an_estimate_on_1000_tasks_is_within_15_percent_of_the_next_run(
     )
     assert {k: row[k] for k in est} == est
     assert row["created_at"] is not None and row["wall_s_low"] <= row["wall_s"] <= row["wall_s_high"]
+
+
+def test_cli_estimate_runs_only_the_pilot_and_counts_image_calls(
+    settings, tmp_path, srv, capsys, delta_rows, tables
+):
+    """Image-only tasks: no index is needed; each left is one image call at the per-image price."""
+    from lakechain.cli import main
+
+    records = [{"task_id": f"i{i}", "image_generation": {"prompt": f"picture {i}"}} for i in range(30)]
+    sets = {
+        "storage.root": settings.storage.root, "storage.schema": settings.storage.schema_,
+        "tasks.path": write_lines(tmp_path / "tasks.jsonl", records), "tasks.estimate_pilot": "5",
+        "tasks.write_image_files": "false", "images.provider": "openai_compatible",
+        "images.base_url": srv.url, "images.model": "dall-e-3", "images.size": "64x64",
+    }  # fmt: skip
+    capsys.readouterr()
+    assert (
+        main(["run-tasks", "--estimate", *(a for k, v in sets.items() for a in ("--set", f"{k}={v}"))]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "estimate: 30 pending tasks, 5 run as a pilot (kept), 25 left" in out
+    assert "image calls 25" in out and "$1.0000" in out  # 25 × dall-e-3's $0.04
+    assert len(srv.requests_for("/v1/images/generations")) == 5
+    assert len(delta_rows(tables, "results")) == 5
