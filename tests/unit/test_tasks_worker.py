@@ -101,3 +101,28 @@ def test_outcome_row_carries_the_groundedness_verdict_and_image_facts():
         None,
     )
     assert outcome_row(task, out, CTX, keep_png=True)["image_png"] == png
+
+
+def test_a_partition_of_only_bad_rows_converts_to_the_prepared_schema(tmp_path):
+    """Columns no row sets must not become all-NaN floats: Spark's Arrow conversion of such a
+    column to a string column fails the whole batch (found by tests/chaos)."""
+    import pandas as pd
+    from pyspark.sql.conversion import PandasToArrowConversion
+    from pyspark.sql.types import BooleanType, StringType, StructField, StructType
+
+    from lakechain.storage.schemas import PREPARED_COLUMNS
+    from lakechain.tasks.worker import make_prepare_fn
+
+    kinds = {"string": StringType(), "boolean": BooleanType()}
+    schema = StructType([StructField(n, kinds[t]) for n, t in PREPARED_COLUMNS])
+    bad = pd.DataFrame([{"task_id": "t1", "question": None, "image_prompt": None, "illustrate": False,
+                         "input_hash": "h", "parse_error": "line 5: qa.question is empty"}])  # fmt: skip
+    settings = worker_settings(load_settings(None, [f"storage.root={tmp_path}"]))
+    [out] = list(make_prepare_fn(settings, None, False)(iter([bad])))
+    batch = PandasToArrowConversion.convert(
+        [out], StructType([StructField("_0", schema)]), timezone="UTC", safecheck=True,
+        arrow_cast=True, prefers_large_types=False, assign_cols_by_name=True,
+        int_to_decimal_coercion_enabled=False, ignore_unexpected_complex_type_values=False,
+        is_legacy=False,
+    )  # fmt: skip
+    assert batch.num_rows == 1 and batch.column(0).field("cache_key").null_count == 1

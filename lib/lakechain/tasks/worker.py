@@ -176,6 +176,12 @@ def _records(batches: Iterator[pd.DataFrame]) -> list[dict[str, Any]]:
     return [{k: _clean(v) for k, v in r.items()} for r in pd.concat(frames).to_dict("records")]
 
 
+def _frame(rows: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
+    """Rows as a frame with every column: a key no row sets would become an all-NaN float
+    column, which Spark's Arrow conversion cannot turn into a string or struct column."""
+    return pd.DataFrame([[r.get(n) for n in names] for r in rows], columns=names)
+
+
 def _exec_config(settings: Settings, n_concurrent: int, image_dir: str | None) -> ExecConfig:
     tcfg = settings.tasks
     return ExecConfig(
@@ -229,7 +235,7 @@ def make_prepare_fn(
             r["retrieval_error"] = found.error if r.get("question") else None
             key = services.answer_key(r["question"], docs) if use_cache and docs is not None else None
             r["cache_key"] = key
-        yield pd.DataFrame(records, columns=PREPARED_NAMES)
+        yield _frame(records, PREPARED_NAMES)
 
     return prepare
 
@@ -252,7 +258,7 @@ def make_partition_fn(
         invalid = [parse_error_row(r, ctx) for r in records if r.get("parse_error")]
         rows = [r for r in records if not r.get("parse_error")]
         if not rows:
-            yield pd.DataFrame(invalid, columns=EXECUTED_NAMES)
+            yield _frame(invalid, EXECUTED_NAMES)
             return
         docs = [docs_from_json(r.get("docs")) for r in rows]
         retrieved = Retrieved(
@@ -266,6 +272,6 @@ def make_partition_fn(
             retrieved,
         )
         out = [outcome_row(r, o, ctx, keep_png) for r, o in zip(rows, run.outcomes, strict=True)]
-        yield pd.DataFrame(invalid + out, columns=EXECUTED_NAMES)
+        yield _frame(invalid + out, EXECUTED_NAMES)
 
     return process
