@@ -135,6 +135,22 @@ def test_failing_job_commits_nothing(spark, tables):
     assert tables.version("t") == 0 and tables.read("t").count() == 4
 
 
+def test_a_failed_first_write_leaves_a_table_the_next_session_can_create(spark, tables, settings):
+    from lakechain.storage.tables import Tables
+
+    @F.udf("long")
+    def boom(i):
+        raise RuntimeError("boom")
+
+    bad = spark.createDataFrame(_rows(3), SCHEMA).withColumn("id", boom("id"))
+    with pytest.raises(Exception, match="boom"):
+        tables.write(bad, "first")  # leaves first/_delta_log without a commit
+    spark.sql(f"DROP TABLE IF EXISTS {tables.full_name('first')}")
+    fresh = Tables(spark, settings.model_copy(deep=True))  # a new metastore over the root
+    fresh.write(spark.createDataFrame(_rows(2), SCHEMA), "first")
+    assert fresh.read("first").count() == 2
+
+
 def test_missing_table_and_bad_names(spark, tables):
     with pytest.raises(TableNotFoundError, match="nope"):
         tables.read("nope")

@@ -67,6 +67,14 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _has_commit(log_dir: str) -> bool:
+    """A Delta log holding at least one commit (``NNN.json``) or checkpoint."""
+    try:
+        return any(f.endswith((".json", ".checkpoint.parquet")) for f in os.listdir(log_dir))
+    except OSError:
+        return False
+
+
 class Tables:
     """The pipeline's tables under one storage root (or one Unity Catalog schema)."""
 
@@ -156,11 +164,12 @@ class Tables:
 
     def _adopt_unregistered(self, root: str) -> None:
         """Register Delta tables found under the root but missing from the metastore (a new
-        metastore, or a root copied from elsewhere) so they are readable by name again."""
+        metastore, or a root copied from elsewhere) so they are readable by name again. A log
+        without a commit (a first write that failed) is no table: the next write creates it."""
         if not os.path.isdir(root):
             return
         for entry in sorted(os.listdir(root)):
-            if _NAME.match(entry) and os.path.isdir(os.path.join(root, entry, "_delta_log")):
+            if _NAME.match(entry) and _has_commit(os.path.join(root, entry, "_delta_log")):
                 if not self.spark.catalog.tableExists(self.full_name(entry)):
                     self.spark.sql(
                         f"CREATE TABLE IF NOT EXISTS {quote(self.full_name(entry))} USING delta "
