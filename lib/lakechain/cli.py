@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    for noisy in ("py4j", "httpx", "openai", "urllib3", "bm25s"):  # bm25s sets itself to DEBUG
+    for noisy in ("py4j", "httpx", "openai", "urllib3", "faiss"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     ctx = Context(argv)
     settings: Settings | None = None

@@ -43,8 +43,21 @@ _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 
 
 @cache
+def _bm25s() -> Any:
+    """``bm25s``, imported on first use (it loads scipy), with the DEBUG level it sets on its
+    own logger at import put back to WARNING, so CLI output carries no index-build chatter."""
+    import logging
+
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+@cache
 def stopwords() -> frozenset[str]:
     """Lucene's English stopwords, as bm25s ships them (imported on first use: bm25s loads scipy)."""
+    _bm25s()
     from bm25s.stopwords import STOPWORDS_EN
 
     return frozenset(STOPWORDS_EN)
@@ -99,8 +112,7 @@ class KeywordIndex:
 
     @classmethod
     def build(cls, texts: Sequence[str | None]) -> KeywordIndex:
-        import bm25s
-
+        bm25s = _bm25s()
         model = bm25s.BM25(k1=K1, b=B, method=METHOD)
         if texts:
             model.index([tokenize(t) for t in texts], show_progress=False)
@@ -141,8 +153,7 @@ class KeywordIndex:
 
     @classmethod
     def load(cls, build_dir: str | os.PathLike[str], count: int) -> KeywordIndex:
-        import bm25s
-
+        bm25s = _bm25s()
         model = bm25s.BM25.load(str(Path(build_dir) / KEYWORD_DIR), show_progress=False, verbosity=0)
         indexed = int(model.scores.get("num_docs", count)) if count else 0
         if indexed != count:
@@ -152,8 +163,7 @@ class KeywordIndex:
 
 def write_index(build_dir: Path, texts: Sequence[str | None]) -> KeywordManifest:
     """Build and save the keyword side of a build; its manifest section (``store.save_build``)."""
-    import bm25s
-
+    bm25s = _bm25s()
     files = KeywordIndex.build(texts).save(build_dir)
     return KeywordManifest(
         library="bm25s",
