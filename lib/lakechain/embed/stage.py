@@ -552,6 +552,7 @@ def _embed(
         report.chunks_embedded += ok
         report.chunk_errors += err
         meter.update(ok + err, f"{report.chunk_errors} failed")
+    tables.truncate(EMBED_STAGING)  # a completed run leaves no staged vectors behind
 
 
 def _drop_stale_staging(tables: Tables) -> None:
