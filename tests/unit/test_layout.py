@@ -72,3 +72,16 @@ def test_every_table_schema_lives_in_the_schemas_module():
         if p.name != "schemas.py" and TABLE_DDL.search(p.read_text(encoding="utf-8"))
     ]
     assert offenders == [], f"table schemas defined outside storage/schemas.py: {offenders}"
+
+
+def test_test_module_basenames_are_unique_across_test_folders():
+    """pytest's default import mode keys test modules by basename: a name used in two folders
+    stops the whole suite at collection (CI ran only ``pytest``, the folders one at a time hid it)."""
+    tests = LIB.parents[1] / "tests"
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(tests.rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(tests)} and {path.relative_to(tests)}")
+        seen.setdefault(path.name, path)
+    assert not clashes, clashes
