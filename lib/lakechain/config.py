@@ -298,6 +298,9 @@ class RetrievalConfig(_Section):
     """Reciprocal rank fusion constant: fused score = sum of weight / (rrf_k + rank)."""
     dense_weight: float = Field(default=1.0, ge=0)
     keyword_weight: float = Field(default=1.0, ge=0)
+    doc_weight: float = Field(default=0.5, ge=0)
+    """Hybrid only: how much a chunk's document's fused rank adds to the chunk's (0 = plain
+    chunk RRF). Both sides finding one document through different chunks lifts it."""
 
     @model_validator(mode="after")
     def _weights(self) -> RetrievalConfig:

@@ -49,3 +49,22 @@ def test_fuse_hits_keeps_both_scores_and_top_k():
     assert fused[1].keyword_score is None and fused[0].chunk_id == "c3"
     assert fused[0].score == pytest.approx(1 / 63 + 1 / 61)
     assert fuse_hits([], [], k=5) == []
+
+
+def test_document_evidence_lifts_a_document_both_sides_found_through_different_chunks():
+    """The eval's q009, as measured: dense puts chunk a1 of A first, BM25 chunk a2 of A; a
+    chunk of B is third in both lists, so chunk RRF alone ranks it first."""
+    dense = [H(1, 0.50, "a1", "A"), H(2, 0.45, "t", "T"), H(3, 0.43, "b1", "B"), H(4, 0.4, "c", "C"),
+             H(5, 0.4, "x", "X"), H(6, 0.39, "a2", "A")]  # fmt: skip
+    keyword = [H(6, 5.2, "a2", "A"), H(7, 5.0, "z", "Z"), H(3, 4.7, "b1", "B"), H(8, 4.6, "s", "S")]
+    assert fuse_hits(dense, keyword, k=1)[0].chunk_id == "b1"
+    top = fuse_hits(dense, keyword, k=2, doc_weight=0.5)
+    assert [h.chunk_id for h in top] == ["a2", "b1"]
+    assert top[0].score == pytest.approx(1 / 66 + 1 / 61 + 0.5 * (1 / 61 + 1 / 61))
+
+
+def test_chunks_without_a_document_get_no_document_evidence():
+    dense = [H(1, 0.5, "x", None), H(2, 0.4, "a1", "A")]
+    fused = fuse_hits(dense, [], k=2, doc_weight=1.0)
+    assert [h.chunk_id for h in fused] == ["a1", "x"]
+    assert fused[1].score == pytest.approx(1 / 61)

@@ -80,7 +80,8 @@ def test_modes_rank_differently_and_hybrid_fuses_both():
     assert doc_ids(docs) == ["exact", "vague"]
     top = docs[0].metadata
     assert top["keyword_score"] > 0 and top["dense_score"] == pytest.approx(0.8, abs=1e-3)
-    assert top["score"] == pytest.approx(2 / 61 + 1 / 62)
+    # one chunk per document: the document's fused score (doc_weight 0.5) equals the chunk's
+    assert top["score"] == pytest.approx(1.5 * (2 / 61 + 1 / 62))
 
 
 def test_hybrid_respects_the_dense_floor_but_keeps_keyword_matches():

@@ -133,3 +133,9 @@ def test_an_executed_row_carries_its_provenance_and_cost():
         row["fingerprint"] == row_provenance(p, "h", asks=True, draws=False, illustrates=False)["fingerprint"]
     )
     assert outcome_row(task, out, dataclasses.replace(ctx, chat_price=None))["cost_usd"] is None
+
+
+def test_doc_weight_is_a_retrieval_change_only_in_hybrid_mode():
+    dense = parts("retrieval.mode=dense")
+    assert parts("retrieval.mode=dense", "retrieval.doc_weight=0").retrieval_fp == dense.retrieval_fp
+    assert parts("retrieval.doc_weight=0").retrieval_fp != parts().retrieval_fp

@@ -172,6 +172,7 @@ class LakechainRetriever(BaseRetriever):
     rrf_k: int = 60
     dense_weight: float = 1.0
     keyword_weight: float = 1.0
+    doc_weight: float = 0.5
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     _warned: bool = PrivateAttr(default=False)
@@ -191,6 +192,7 @@ class LakechainRetriever(BaseRetriever):
             rrf_k=retrieval.rrf_k,
             dense_weight=retrieval.dense_weight,
             keyword_weight=retrieval.keyword_weight,
+            doc_weight=retrieval.doc_weight,
         )
 
     def effective_mode(self) -> Literal["dense", "keyword", "hybrid"]:
@@ -224,7 +226,11 @@ class LakechainRetriever(BaseRetriever):
         elif mode == "keyword":
             hits = keyword
         else:
-            hits = list(fuse_hits(dense, keyword, fetch, self.rrf_k, self.dense_weight, self.keyword_weight))
+            hits = list(
+                fuse_hits(
+                    dense, keyword, fetch, self.rrf_k, self.dense_weight, self.keyword_weight, self.doc_weight
+                )
+            )
         if self.mmr and len(hits) > 1 and query_vec is not None:
             vecs = self._hit_vectors(hits)
             order = maximal_marginal_relevance(

@@ -61,6 +61,7 @@ def config_of(settings: Settings, mode: str) -> dict[str, Any]:
         "rrf_k": r.rrf_k,
         "dense_weight": r.dense_weight,
         "keyword_weight": r.keyword_weight,
+        "doc_weight": r.doc_weight,
         "mmr": r.mmr,
         "embedding_model": settings.embedding.model,
         "chat_model": settings.chat.model,

@@ -106,8 +106,9 @@ def retrieval_params(settings: Settings) -> dict[str, Any]:
     """Retrieval settings plus the query embedding model (it places the question's vector)."""
     r = settings.retrieval
     return {
-        **r.model_dump(exclude={"dense_weight", "keyword_weight"}),
+        **r.model_dump(exclude={"dense_weight", "keyword_weight", "doc_weight"}),
         "weights": list(r.weights),  # as the mode uses them: a dense run ignores keyword_weight
+        **({"doc_weight": r.doc_weight} if r.mode == "hybrid" else {}),
         "embedding": [settings.embedding.provider, settings.embedding.model, settings.embedding.dimensions],
     }
 
