@@ -77,6 +77,39 @@ def test_sql_goes_through_the_server_to_delta_tables_by_name(running_server):
     assert (cli.root / "kv" / "_delta_log").is_dir()
 
 
+WORKER_PIDS = """
+import os, sys
+from pyspark.sql import SparkSession
+from lakechain.storage import server
+spark = SparkSession.builder.remote(server.client_url(server.read_state(sys.argv[1]))).getOrCreate()
+server.keep_session_open(spark)
+def pid(batches):
+    import pandas as pd
+    for _ in batches:
+        yield pd.DataFrame({"pid": [os.getpid()]})
+print(sorted({r.pid for r in spark.range(4, numPartitions=2).mapInPandas(pid, "pid long").collect()}))
+spark.stop()
+"""
+
+
+def _worker_pids(cli: Cli) -> set[int]:
+    """PIDs of the server's Python workers that ran a two-partition mapInPandas for a client."""
+    out = subprocess.run([sys.executable, "-c", WORKER_PIDS, str(cli.root)], env=cli.env,
+                         capture_output=True, text=True, timeout=300, cwd=REPO)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_commands_share_one_session_so_python_workers_stay_warm(running_server):
+    """The server keys its Python worker pool by session: a session per command restarted
+    the workers (and their imports and model load) in every stage of every command."""
+    cli, state = running_server
+    assert state.get("session_id")
+    before = _worker_pids(cli)
+    assert cli("sql", "SELECT 1").returncode == 0  # a command attaches and exits
+    assert before & _worker_pids(cli)
+
+
 def test_a_local_connect_session_is_refused_in_one_line(running_server):
     cli, _ = running_server
     out = cli("sql", "--set", "spark.remote=local[2]", "SELECT 1")

@@ -15,6 +15,12 @@ so a stale state file or a reused pid is never mistaken for it.
 
 It listens on localhost only and requires a random bearer token kept in the state file
 (mode 0600): other local users cannot run code through it.
+
+Every command attaches to ONE Connect session, whose id the state file records, and
+leaves it open on exit. Why: the server keys its Python worker pool by session (the
+session's artifact UUID), so a new session per command paid a fresh worker start, with
+``import lakechain`` and the model load, in every stage of every command. The shared
+session never times out (``defaultSessionTimeout=-1``) and dies with the server.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import TypedDict
 
@@ -46,8 +53,7 @@ HOST = "localhost"
 """Bound and dialled by name: pyspark sends a token to ``localhost`` over local credentials."""
 
 
-class ServerState(TypedDict):
-    """``<root>/_server/state.json``: what ``status`` prints and clients attach with."""
+class _RequiredState(TypedDict):
 
     pid: int
     port: int
@@ -56,6 +62,13 @@ class ServerState(TypedDict):
     master: str
     started: float
     log: str
+
+
+class ServerState(_RequiredState, total=False):
+    """``<root>/_server/state.json``: what ``status`` prints and clients attach with."""
+
+    session_id: str
+    """The Connect session every command shares (absent in states of older servers)."""
 
 
 class ServerError(UserError):
@@ -86,9 +99,9 @@ def read_state(root: str) -> ServerState | None:
         data = json.loads(state_path(root).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not all(k in data for k in ServerState.__annotations__):
+    if not isinstance(data, dict) or not all(k in data for k in ServerState.__required_keys__):
         return None
-    return ServerState(**{k: data[k] for k in ServerState.__annotations__})  # type: ignore[typeddict-item]
+    return ServerState(**{k: data[k] for k in ServerState.__annotations__ if k in data})  # type: ignore[typeddict-item]
 
 
 def write_state(root: str, state: ServerState) -> None:
@@ -162,7 +175,16 @@ def answers(port: int, timeout_s: float = 0.5) -> bool:
 
 
 def client_url(state: ServerState) -> str:
-    return f"sc://{HOST}:{state['port']}/;token={state['token']}"
+    """The server's address with its token and the shared session (when recorded)."""
+    session = f";session_id={state['session_id']}" if state.get("session_id") else ""
+    return f"sc://{HOST}:{state['port']}/;token={state['token']}{session}"
+
+
+def keep_session_open(spark: object) -> None:
+    """Make ``spark.stop()`` close only this client's channel: releasing the shared session
+    would end it for every later command (pyspark's Connect session attribute)."""
+    if hasattr(spark, "release_session_on_close"):
+        spark.release_session_on_close = False
 
 
 def describe(state: ServerState) -> str:
@@ -217,6 +239,7 @@ def server_command(settings: Settings, port: int) -> list[str]:
         "spark.app.name": f"{settings.spark.app_name}-server",
         "spark.connect.grpc.binding.address": HOST,
         "spark.connect.grpc.binding.port": str(port),
+        "spark.connect.session.manager.defaultSessionTimeout": "-1",  # the shared session (module doc)
     }
     cmd = [os.path.join(_find_spark_home(), "bin", "spark-submit"), "--class", SERVER_CLASS]
     cmd += ["--master", settings.spark.master]
@@ -268,7 +291,7 @@ def start(settings: Settings, port: int = DEFAULT_PORT, timeout_s: float = 300.0
             cwd=root,
         )
     state = ServerState(pid=proc.pid, port=port, root=root, token=token, master=settings.spark.master,
-                        started=time.time(), log=str(logfile))  # fmt: skip
+                        started=time.time(), log=str(logfile), session_id=str(uuid.uuid4()))  # fmt: skip
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(proc.pid).encode(), 0)
     write_state(root, state)
@@ -295,6 +318,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], state: ServerState, timeout_s: fl
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.remote(client_url(state)).getOrCreate()
+    keep_session_open(spark)
     try:
         spark.sql("SHOW DATABASES").collect()
     finally:

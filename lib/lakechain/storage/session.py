@@ -177,17 +177,21 @@ _STATIC_SQL = (
 
 
 def attach_server(url: str, settings: Settings) -> SparkSession:
-    """A Connect session on the root's ``lakechain server`` with this command's runtime SQL
-    settings (one config call); released when the process exits, not left to time out."""
+    """The root's ``lakechain server``'s shared Connect session with this command's runtime
+    SQL settings (one config call); this client's channel closes when the process exits,
+    the session stays for the next command (``storage.server`` module doc)."""
     import atexit
 
     from pyspark.sql import SparkSession
+
+    from lakechain.storage import server
 
     builder = SparkSession.builder.remote(url)
     for key, value in local_conf(settings).items():
         if key.startswith(("spark.sql.", "spark.databricks.")) and key not in _STATIC_SQL:
             builder = builder.config(key, value)
     spark = builder.getOrCreate()
+    server.keep_session_open(spark)
     atexit.register(spark.stop)
     return spark
 
