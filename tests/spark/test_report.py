@@ -151,3 +151,17 @@ def test_failure_reasons_group_in_spark_as_error_kind_does(spark):
     df = spark.createDataFrame([(m,) for m in messages], "error string")
     got = [r["reason"] for r in df.select(error_reason(F.col("error")).alias("reason")).collect()]
     assert got == [error_kind(m) for m in messages]
+
+
+def test_a_report_that_cannot_be_written_does_not_fail_the_pipeline(lake, monkeypatch, capsys):
+    """The rerun finds every task done; only the report fails, and the run still exits 0."""
+    from lakechain.report import stage
+
+    def broken(*_: object, **__: object) -> None:
+        raise PermissionError("reports/ is read-only")
+
+    monkeypatch.setattr(stage, "write_report", broken)
+    assert main(["pipeline", *lake.args]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("report: "))
+    assert line.startswith("report: not written (PermissionError: reports/ is read-only)")
+    assert "lakechain report --run-id run-" in line
