@@ -43,7 +43,7 @@ class StorageConfig(_Section):
     """Local directory (or DBFS/volume path) holding every table and the index."""
     catalog: str | None = None
     """Unity Catalog catalog: tables are then ``catalog.schema.name`` (managed)."""
-    schema_: str = Field(default="lakechain", alias="schema", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    schema_: str = Field(default="lakechain", alias="schema")
     """Schema (database) of the tables: ``lakechain.results`` locally."""
     volume: str | None = None
     """Unity Catalog volume path for the index and images (Databricks)."""
@@ -51,6 +51,15 @@ class StorageConfig(_Section):
     """How long a local process waits for another one using the same root's metastore."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+    @field_validator("schema_")
+    @classmethod
+    def _schema_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(
+                "use letters, digits and underscores, not starting with a digit (e.g. lakechain_dev)"
+            )
+        return value
 
     @property
     def uses_catalog(self) -> bool:
@@ -557,6 +566,7 @@ def _format_errors(exc: ValidationError, hidden: Mapping[str, str] | None = None
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
+        err["msg"] = err["msg"].removeprefix("Value error, ")  # our own checks' text says it all
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(Settings, loc)
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
