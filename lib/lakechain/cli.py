@@ -32,7 +32,8 @@ from lakechain.errors import (
 DEFAULT_CONFIG = "conf/local.yaml"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_flags() -> argparse.ArgumentParser:
+    """``--config``, ``--set`` and ``--debug``: the parent parser of every command."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -48,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value (repeatable), e.g. --set storage.root=/tmp/out",
     )
     common.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_flags()
     p = argparse.ArgumentParser(prog="lakechain", description="LLM reasoning over whole tables.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("embed", parents=[common], help="ingest corpus.path, chunk and embed into Delta")
