@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from lakechain.storage.tables import Tables
+    from lakechain.tasks.estimate import PilotStats, Workload
 
 __all__ = ["RunReport", "TaskInputError", "run_tasks"]
 
@@ -361,13 +362,8 @@ def _execute(
         _Commits(tables, pool, report, timer, cache) as commits,
     ):
         for b in range(batches):
-            if budget.limited:
-                spent, tokens = report.cost_usd, report.prompt_tokens + report.completion_tokens
-                next_n = math.ceil((n - report.processed) / (batches - b))
-                report.budget_stop = budget.stop_reason(spent, tokens, report.processed, next_n, n)
-                if report.budget_stop:
-                    log.warning("run-tasks %s", report.budget_stop)
-                    break
+            if _over_budget(budget, report, n, batches - b):
+                break
             batch = plan.pending
             if batches > 1:
                 batch = batch.filter(F.pmod(F.xxhash64(by), F.lit(batches)) == b)
@@ -407,7 +403,7 @@ def _estimate(
 ) -> None:
     """Run a pilot through the normal path (its rows are real results), measure it, count the
     other pending tasks' prompt tokens on the executors, project, and append to ``run_estimates``."""
-    from lakechain.tasks.estimate import COUNT_DDL, PilotStats, Workload, make_count_fn, project
+    from lakechain.tasks.estimate import project
 
     n = plan.counts["pending"]
     n_pilot = min(settings.tasks.estimate_pilot, n)
@@ -420,39 +416,11 @@ def _estimate(
     for step, seconds in pilot_timer.steps.items():
         timer.steps[step] = round(timer.steps.get(step, 0.0) + seconds, 3)
     with timer.step("estimate"):
-        calls = F.col("prompt_tokens") > 0
-        m = (
-            tables.read(RESULTS)
-            .filter(F.col("run_id") == ctx.run_id)
-            .agg(
-                F.count(F.lit(1)).alias("tasks"),
-                F.count(F.when(calls, 1)).alias("chat"),
-                F.avg(F.when(calls, F.col("completion_tokens"))).alias("c_mean"),
-                F.stddev_samp(F.when(calls, F.col("completion_tokens"))).alias("c_sd"),
-                (F.avg("latency_ms") / 1000).alias("l_mean"),
-                (F.stddev_samp("latency_ms") / 1000).alias("l_sd"),
-            )
-            .first()
-        )
-        spread = (float(m[k] or 0.0) for k in ("c_mean", "c_sd", "l_mean", "l_sd"))  # type: ignore[index]
-        stats = PilotStats(int(m["tasks"]), int(m["chat"]), *spread)  # type: ignore[index]
+        stats = _pilot_stats(tables, ctx.run_id)
         slots = default_parallelism(spark)
         n_parts = settings.tasks.partitions or slots
         rest = plan.pending.join(pilot.select("task_id"), "task_id", "left_anti")
-        prepare = make_prepare_fn(worker_settings(settings), build_dir, False)
-        counted = (
-            rest.repartition(n_parts)
-            .mapInPandas(prepare, PREPARED_DDL)
-            .mapInPandas(make_count_fn(settings.chat), COUNT_DDL)
-            .agg(
-                F.count(F.lit(1)).alias("tasks"),
-                F.coalesce(F.sum("prompt_tokens"), F.lit(0)).alias("prompt"),
-                F.coalesce(F.sum("chat_tasks"), F.lit(0)).alias("chat"),
-                F.coalesce(F.sum("image_calls"), F.lit(0)).alias("images"),
-            )
-            .first()
-        )
-        work = Workload(*(int(counted[k]) for k in ("tasks", "chat", "prompt", "images")))  # type: ignore[index]
+        work = _workload(settings, build_dir, rest, n_parts)
         t = settings.tasks
         in_flight = concurrent_partitions(n_parts, slots) * t.max_concurrency
         rpm, tpm = t.requests_per_minute, t.tokens_per_minute
@@ -468,6 +436,61 @@ def _estimate(
         df = spark.createDataFrame(values, ddl(RUN_ESTIMATE_COLUMNS))
         tables.write(df, RUN_ESTIMATES, "append")
         report.estimate = est.as_dict()
+
+
+def _over_budget(budget: Budget, report: RunReport, n: int, batches_left: int) -> bool:
+    """Whether the next batch would pass ``tasks.max_cost_usd``/``max_tokens`` (then the reason
+    is in ``report.budget_stop``); the first batch always runs (no average before it)."""
+    if not budget.limited:
+        return False
+    spent, tokens = report.cost_usd, report.prompt_tokens + report.completion_tokens
+    next_n = math.ceil((n - report.processed) / batches_left)
+    report.budget_stop = budget.stop_reason(spent, tokens, report.processed, next_n, n)
+    if report.budget_stop:
+        log.warning("run-tasks %s", report.budget_stop)
+    return bool(report.budget_stop)
+
+
+def _pilot_stats(tables: Tables, run_id: str) -> PilotStats:
+    """Completion tokens and latency of the pilot's committed rows (one aggregate)."""
+    from lakechain.tasks.estimate import PilotStats
+
+    calls = F.col("prompt_tokens") > 0
+    m = (
+        tables.read(RESULTS)
+        .filter(F.col("run_id") == run_id)
+        .agg(
+            F.count(F.lit(1)).alias("tasks"),
+            F.count(F.when(calls, 1)).alias("chat"),
+            F.avg(F.when(calls, F.col("completion_tokens"))).alias("c_mean"),
+            F.stddev_samp(F.when(calls, F.col("completion_tokens"))).alias("c_sd"),
+            (F.avg("latency_ms") / 1000).alias("l_mean"),
+            (F.stddev_samp("latency_ms") / 1000).alias("l_sd"),
+        )
+        .first()
+    )
+    spread = (float(m[k] or 0.0) for k in ("c_mean", "c_sd", "l_mean", "l_sd"))  # type: ignore[index]
+    return PilotStats(int(m["tasks"]), int(m["chat"]), *spread)  # type: ignore[index]
+
+
+def _workload(settings: Settings, build_dir: str | None, rest: DataFrame, n_parts: int) -> Workload:
+    """The other pending tasks' exact prompt tokens, counted on the executors after retrieval."""
+    from lakechain.tasks.estimate import COUNT_DDL, Workload, make_count_fn
+
+    prepare = make_prepare_fn(worker_settings(settings), build_dir, False)
+    counted = (
+        rest.repartition(n_parts)
+        .mapInPandas(prepare, PREPARED_DDL)
+        .mapInPandas(make_count_fn(settings.chat), COUNT_DDL)
+        .agg(
+            F.count(F.lit(1)).alias("tasks"),
+            F.coalesce(F.sum("prompt_tokens"), F.lit(0)).alias("prompt"),
+            F.coalesce(F.sum("chat_tasks"), F.lit(0)).alias("chat"),
+            F.coalesce(F.sum("image_calls"), F.lit(0)).alias("images"),
+        )
+        .first()
+    )
+    return Workload(*(int(counted[k]) for k in ("tasks", "chat", "prompt", "images")))  # type: ignore[index]
 
 
 def _account(staged: DataFrame, report: RunReport) -> int:
