@@ -558,7 +558,7 @@ def _embed(
 def _drop_stale_staging(tables: Tables) -> None:
     """Empty a batch a killed run staged but never cleared. Its chunks were embedded again or
     were already committed, so the rows are only stale vectors taking space."""
-    if tables.exists(EMBED_STAGING) and not tables.read(EMBED_STAGING).isEmpty():
+    if tables.exists(EMBED_STAGING) and not tables.is_empty(EMBED_STAGING):
         tables.truncate(EMBED_STAGING)
 
 

@@ -12,6 +12,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, Window
 from pyspark.sql import functions as F
 
@@ -129,8 +130,20 @@ def collect(
     tables: Tables, run_id: str, out_dir: str, limits: rd.Limits = rd.DEFAULT_LIMITS
 ) -> rd.ReportData:
     """Everything the page shows for ``run_id``, as :class:`~lakechain.report.data.ReportData`."""
-    run = _run_row(tables, run_id)
     results = tables.read(RESULTS).filter(F.col("run_id") == run_id) if tables.exists(RESULTS) else None
+    if results is not None:  # a dozen small queries follow: scan and filter the table once
+        results = results.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        return _collect(tables, run_id, results, out_dir, limits)
+    finally:
+        if results is not None:
+            results.unpersist()
+
+
+def _collect(
+    tables: Tables, run_id: str, results: DataFrame | None, out_dir: str, limits: rd.Limits
+) -> rd.ReportData:
+    run = _run_row(tables, run_id)
     if run is None and (results is None or results.isEmpty()):
         raise TableNotFoundError(
             f"no run {run_id!r} in {tables.full_name(RUNS)} or {tables.full_name(RESULTS)}; list the runs "

@@ -162,7 +162,7 @@ def run_tasks(
 def recover_staged(tables: Tables) -> int:
     """MERGE rows a killed run staged but did not merge (finished model calls are kept),
     then empty the staging table. Returns the rows recovered."""
-    if not tables.exists(RESULTS_STAGING):
+    if not tables.exists(RESULTS_STAGING) or tables.is_empty(RESULTS_STAGING):
         return 0
     staged = tables.read(RESULTS_STAGING)
     n = staged.count()
