@@ -1,6 +1,6 @@
 """Task stage throughput against the lower bound set by model latency and concurrency.
 
-    .venv/bin/python bench/bench_tasks.py [--tasks 1000] [--latency 0.2] [--concurrency 16]
+    .venv/bin/python bench/bench_tasks.py [--tasks 1000] [--latency 0.2] [--concurrency 16] [--cache off]
 
 Every model (embeddings, chat) is the OpenAI-compatible test server answering after
 ``--latency`` seconds, so the run is bound by waiting, not by CPU. With ``P`` partitions
@@ -12,6 +12,8 @@ Two small warm-up runs first start the Spark Python workers (task workers load t
 chains; the local Delta reader's workers start on the first read of ``results``), as a
 long-lived session would have them; their time is printed too. The measured run then
 reports its phases (plan, execute, commit wait) next to the end-to-end wall time.
+``--cache off`` measures the stage without the response cache (on by default for a remote
+chat model) to show what its lookups and writes cost.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def main() -> None:
         default=1024,
         help="embedding.batch_size: texts per embeddings request (a partition's questions in one call)",
     )
+    ap.add_argument("--cache", default="auto", choices=["auto", "on", "off"], help="tasks.cache")
     args = ap.parse_args()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
@@ -91,6 +94,7 @@ def main() -> None:
             "tasks.requests_per_minute=10000000",
             "tasks.tokens_per_minute=1000000000",
             "tasks.timeout_s=30",
+            f"tasks.cache={args.cache}",
         ]
         if args.commit_every:
             overrides.append(f"tasks.commit_every={args.commit_every}")
