@@ -149,17 +149,18 @@ class Tables:
                     + " ".join(submit_args()[:1] + [submit_args()[1][:200]])
                 ) from None
             self._check_location(root)
-            self._adopt_unregistered(root)
+        self._known = set(self._registered())  # one listing answers the start's exists() calls
+        if not self.storage.uses_catalog:
+            self._adopt_unregistered(os.path.abspath(self.storage.root))
         self._schema_ready = True
-        if RESULTS in self._registered():
+        if RESULTS in self._known:
             self.ensure_views()
 
     def ensure_views(self, replace: bool = False) -> list[str]:
         """The SQL views over ``results`` (``storage.schemas.VIEWS``), created where missing
         (or replaced): views are metastore entries only, so a new metastore needs them anew."""
-        registered = set(self._registered())
         for name, body in VIEWS.items():
-            if replace or name.lower() not in registered:
+            if replace or not self.exists(name):
                 self.create_view(name, body.format(results=quote(self.full_name(RESULTS))))
         return list(VIEWS)
 
@@ -183,14 +184,14 @@ class Tables:
         without a commit (a first write that failed) is no table: the next write creates it."""
         if not os.path.isdir(root):
             return
-        registered = set(self._registered())
         for entry in sorted(os.listdir(root)):
             if _NAME.match(entry) and _has_commit(os.path.join(root, entry, "_delta_log")):
-                if entry.lower() not in registered:
+                if entry.lower() not in self._known:
                     self.spark.sql(
                         f"CREATE TABLE IF NOT EXISTS {quote(self.full_name(entry))} USING delta "
                         f"LOCATION {sql_string(os.path.join(root, entry))}"
                     )
+                    self._known.add(entry.lower())
 
     # --- reads ------------------------------------------------------------------------
 
