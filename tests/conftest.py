@@ -86,15 +86,10 @@ def srv(fake_openai) -> Iterator[Any]:
 @pytest.fixture
 def delta_rows() -> Callable[[Any, str], list[dict[str, Any]]]:
     """Rows of a table as an independent Delta reader (delta-rs) sees them, by its location:
-    proof that what Spark wrote is plain Delta any reader opens.
-
-    On the Spark Connect job the rows are read back through Spark instead: tables created
-    through Spark Connect 4.2 record their strings as ``string collate UTF8_BINARY``, a type
-    delta-rs 1.6 cannot read yet (classic sessions, which the main suite uses, do not)."""
+    proof that what Spark wrote is plain Delta any reader opens, on the Spark Connect job too
+    (see ``tables.plain_strings``)."""
 
     def read(tables: Any, name: str) -> list[dict[str, Any]]:
-        if os.environ.get("LAKECHAIN_TEST_REMOTE"):
-            return [r.asDict(recursive=True) for r in tables.read(name).collect()]
         from deltalake import DeltaTable
 
         return DeltaTable(tables.location(name)).to_pyarrow_table().to_pylist()

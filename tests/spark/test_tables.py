@@ -53,6 +53,25 @@ def test_local_tables_live_under_the_storage_root(spark, tables, delta_rows):
     assert got[7]["text"] == "v1 text 7" and dict(got[7]["meta"]) == {"k": "7"}
 
 
+def test_tables_written_from_python_udfs_open_in_delta_rs(spark, tables, delta_rows):
+    """Through Spark Connect, a UDF's declared strings (nested ones too) arrive with an explicit
+    collation that Delta would log as ``string collate UTF8_BINARY``, unreadable by delta-rs;
+    a new table and a column added by schema evolution must both be plain ``string``."""
+    def _echo(batches):  # nested: pickled by value (workers cannot import the test module)
+        yield from batches
+
+    ddl = "id long, text string, sources array<struct<chunk_id:string,score:double>>"
+    source = "array(named_struct('chunk_id', concat('c', id), 'score', 0.5D)) AS sources"
+    rows = spark.range(3).selectExpr("id", "concat('t', id) AS text", source)
+    tables.write(rows.mapInPandas(_echo, ddl), "udf_out")
+    evolved = rows.withColumn("note", F.lit("n")).mapInPandas(_echo, ddl + ", note string")
+    tables.merge(evolved, "udf_out", ["id"], schema_mode="merge")
+    got = sorted(delta_rows(tables, "udf_out"), key=lambda r: r["id"])
+    assert [(r["text"], r["sources"][0]["chunk_id"], r["note"]) for r in got] == [
+        ("t0", "c0", "n"), ("t1", "c1", "n"), ("t2", "c2", "n")
+    ]  # fmt: skip
+
+
 def test_unregistered_table_under_the_root_is_adopted(spark, tables, settings):
     from lakechain.storage.tables import Tables
 

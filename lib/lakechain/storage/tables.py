@@ -88,6 +88,46 @@ def _has_commit(log_dir: str) -> bool:
         return False
 
 
+def _ddl_type(t: Any) -> str:
+    """A Spark type as DDL, struct field names quoted (``simpleString`` leaves them bare)."""
+    from pyspark.sql.types import ArrayType, MapType, StructType
+
+    if isinstance(t, StructType):
+        fields = (f"`{f.name.replace('`', '``')}`:{_ddl_type(f.dataType)}" for f in t.fields)
+        return f"struct<{','.join(fields)}>"
+    if isinstance(t, ArrayType):
+        return f"array<{_ddl_type(t.elementType)}>"
+    if isinstance(t, MapType):
+        return f"map<{_ddl_type(t.keyType)},{_ddl_type(t.valueType)}>"
+    return str(t.simpleString())
+
+
+def plain_strings(df: DataFrame) -> DataFrame:
+    """``df`` with its string columns (nested too) cast to plain ``string``, on Spark Connect.
+
+    Why: through Spark Connect 4.2, a ``mapInPandas`` (or any client-given) schema reaches the
+    server as strings with an explicit ``UTF8_BINARY`` collation, and Delta records them in the
+    log as ``string collate UTF8_BINARY``: a type no Delta reader outside Spark understands
+    (delta-rs, hence Polars and DuckDB, refuse the whole table). A cast to ``string`` parsed on
+    the server is the implicit type that Delta writes as ``string``. Classic sessions are
+    unaffected and get ``df`` back unchanged, without an analysis round trip."""
+    if not type(df).__module__.startswith("pyspark.sql.connect"):
+        return df
+    from pyspark.sql import functions as F
+
+    fields = df.schema.fields
+    if not any("string" in f.dataType.simpleString() for f in fields):
+        return df
+    return df.select(
+        *[
+            F.col(f"`{f.name}`").cast(_ddl_type(f.dataType)).alias(f.name)
+            if "string" in f.dataType.simpleString()
+            else F.col(f"`{f.name}`")
+            for f in fields
+        ]
+    )
+
+
 class Tables:
     """The pipeline's tables under one storage root (or one Unity Catalog schema)."""
 
@@ -337,7 +377,7 @@ class Tables:
                 lambda: aligned.write.insertInto(self.full_name(name), overwrite=mode == "overwrite"),
             )
             return self._latest(name)
-        writer = df.write.format("delta").mode(mode)
+        writer = plain_strings(df).write.format("delta").mode(mode)
         if schema_mode == "merge":
             writer = writer.option("mergeSchema", "true")
         elif schema_mode == "overwrite":
@@ -427,6 +467,8 @@ class Tables:
             return self.write(df, name, "append")
         if schema_mode is None and not_matched is not None:
             self.check_schema(df, name)
+        if schema_mode == "merge":  # new columns take the source's types
+            df = plain_strings(df)
         view = f"lakechain_merge_{uuid.uuid4().hex[:12]}"
         df.createOrReplaceTempView(view)
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
