@@ -363,12 +363,14 @@ def cmd_run_tasks(settings: Settings, args: argparse.Namespace, ctx: Context) ->
     return _verdict(task_failures(report, settings), budget_stopped(report))
 
 
-def _record_run(tables: Any, command: str, report: Any, stage_seconds: dict[str, float]) -> None:
-    """Append the run's row to ``runs`` (what ``lakechain report`` shows); an empty input ran nothing."""
+def _record_run(
+    tables: Any, command: str, report: Any, stage_seconds: dict[str, float]
+) -> dict[str, Any] | None:
+    """Append the run's row to ``runs`` (what ``lakechain report`` shows) and return it; an
+    empty input ran nothing."""
     from lakechain.report.stage import record_run
 
-    if report.tasks_total:
-        record_run(tables, command, report, stage_seconds)
+    return record_run(tables, command, report, stage_seconds) if report.tasks_total else None
 
 
 def cmd_pipeline(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
@@ -384,21 +386,22 @@ def cmd_pipeline(settings: Settings, args: argparse.Namespace, ctx: Context) -> 
     report = run_tasks(spark, settings, tables, retry_failed=args.retry_failed, force=args.force)
     print(report)
     stages = {"embed": embedded.seconds, "index": index.seconds, "run-tasks": report.wall_s}
-    _record_run(tables, "pipeline", report, stages)
-    if report.tasks_total and not args.no_report:
-        print(f"report: {_pipeline_report(tables, report.run_id)}")
+    run = _record_run(tables, "pipeline", report, stages)
+    if run is not None and not args.no_report:
+        print(f"report: {_pipeline_report(tables, run)}")
     return _verdict(
         embed_failures(embedded, settings), task_failures(report, settings), budget_stopped(report)
     )
 
 
-def _pipeline_report(tables: Any, run_id: str) -> str:
+def _pipeline_report(tables: Any, run: dict[str, Any]) -> str:
     """The report's path, or why it was not written: the run's rows are committed by now and
     the report only renders them, so failing to write it must not fail the run."""
     from lakechain.report.stage import write_report
 
+    run_id = run["run_id"]
     try:
-        return str(write_report(tables, run_id))
+        return str(write_report(tables, run_id, run=run))
     except Exception as exc:  # noqa: BLE001 - any rendering or I/O failure, reported in one line
         return f"not written ({type(exc).__name__}: {exc}); retry with `lakechain report --run-id {run_id}`"
 

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from lakechain.errors import TableNotFoundError
 from lakechain.report import data as rd
 from lakechain.report.html import render
-from lakechain.storage.schemas import CHUNKS, RESULTS, RUNS, RUNS_DDL
+from lakechain.storage.schemas import CHUNKS, RESULTS, RUN_COLUMNS, RUNS, RUNS_DDL, names
 from lakechain.tasks.report import POSITION, RunReport
 
 if TYPE_CHECKING:
@@ -52,10 +52,13 @@ CACHE_HIT, COST = "cache_hit", "cost_usd"
 """Optional ``results`` columns: read when the table has them."""
 
 
-def record_run(tables: Tables, command: str, report: RunReport, stage_seconds: dict[str, float]) -> int:
-    """Append this run's row to ``runs`` (one small commit) and return the table version."""
+def record_run(
+    tables: Tables, command: str, report: RunReport, stage_seconds: dict[str, float]
+) -> dict[str, Any]:
+    """Append this run's row to ``runs`` (one small commit) and return it, so the pipeline's
+    report is built from it without reading ``runs`` back."""
     now = dt.datetime.now(dt.timezone.utc)
-    row = (
+    values = (
         report.run_id,
         command,
         report.source,
@@ -70,7 +73,8 @@ def record_run(tables: Tables, command: str, report: RunReport, stage_seconds: d
         {k: float(v) for k, v in stage_seconds.items()},
         json.dumps(report.as_dict(), default=str),
     )
-    return tables.write(tables.spark.createDataFrame([row], RUNS_DDL), RUNS, "append")
+    tables.write(tables.spark.createDataFrame([values], RUNS_DDL), RUNS, "append")
+    return dict(zip(names(RUN_COLUMNS), values, strict=True))
 
 
 def error_reason(message: Column) -> Column:
@@ -99,13 +103,18 @@ def default_path(tables: Tables, run_id: str) -> str:
 
 
 def write_report(
-    tables: Tables, run_id: str | None = None, out: str | None = None, limits: rd.Limits = rd.DEFAULT_LIMITS
+    tables: Tables,
+    run_id: str | None = None,
+    out: str | None = None,
+    limits: rd.Limits = rd.DEFAULT_LIMITS,
+    run: dict[str, Any] | None = None,
 ) -> str:
-    """Write the report of ``run_id`` (default: the latest run) to ``out`` and return its path."""
+    """Write the report of ``run_id`` (default: the latest run) to ``out`` and return its path.
+    ``run``: the run's ``runs`` row when the caller has it (:func:`record_run`)."""
     run_id = run_id or latest_run_id(tables)
     path = os.path.abspath(out or default_path(tables, run_id))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    page = render(collect(tables, run_id, os.path.dirname(path), limits))
+    page = render(collect(tables, run_id, os.path.dirname(path), limits, run))
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(page)
@@ -127,23 +136,32 @@ def latest_run_id(tables: Tables) -> str:
 
 
 def collect(
-    tables: Tables, run_id: str, out_dir: str, limits: rd.Limits = rd.DEFAULT_LIMITS
+    tables: Tables,
+    run_id: str,
+    out_dir: str,
+    limits: rd.Limits = rd.DEFAULT_LIMITS,
+    run: dict[str, Any] | None = None,
 ) -> rd.ReportData:
-    """Everything the page shows for ``run_id``, as :class:`~lakechain.report.data.ReportData`."""
+    """Everything the page shows for ``run_id``, as :class:`~lakechain.report.data.ReportData`;
+    ``run`` is its ``runs`` row, read from the table when not given."""
     results = tables.read(RESULTS).filter(F.col("run_id") == run_id) if tables.exists(RESULTS) else None
     if results is not None:  # a dozen small queries follow: scan and filter the table once
         results = results.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        return _collect(tables, run_id, results, out_dir, limits)
+        return _collect(tables, run_id, run or _run_row(tables, run_id), results, out_dir, limits)
     finally:
         if results is not None:
             results.unpersist()
 
 
 def _collect(
-    tables: Tables, run_id: str, results: DataFrame | None, out_dir: str, limits: rd.Limits
+    tables: Tables,
+    run_id: str,
+    run: dict[str, Any] | None,
+    results: DataFrame | None,
+    out_dir: str,
+    limits: rd.Limits,
 ) -> rd.ReportData:
-    run = _run_row(tables, run_id)
     if run is None and (results is None or results.isEmpty()):
         raise TableNotFoundError(
             f"no run {run_id!r} in {tables.full_name(RUNS)} or {tables.full_name(RESULTS)}; list the runs "
