@@ -10,147 +10,116 @@ partition), the ``lakechain ask`` CLI command and notebooks share one wiring::
 Batch use (task stage): ``docs = chains.retriever.retrieve_many(questions)`` then
 ``chains.answer.batch([{"question": q, "docs": d} ...], config={"max_concurrency": n},
 return_exceptions=True)`` and classify failures with ``lakechain.chains.errors``.
+
+Names are imported on first use (PEP 562): the driver of a run reads ``chains.prompts`` and
+``chains.chat_models`` only, and importing every chain (LangChain's tracers, langsmith) cost
+it 0.8 s per command.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import Runnable
-
-from lakechain.chains.chat_models import make_chat_model, supports_structured_output
-from lakechain.chains.errors import ChainError, ErrorInfo, ProviderError, classify, is_retryable
-from lakechain.chains.grounding import GroundednessGuard
-from lakechain.chains.illustrated import illustrated_answer_chain
-from lakechain.chains.image_chain import image_chain
-from lakechain.chains.images import ImageModel, LocalImageRenderer, make_image_model, render_png
-from lakechain.chains.local_chat import ExtractiveChatModel
-from lakechain.chains.qa import answer_from_docs, qa_chain, retrieve
-from lakechain.chains.retriever import ChunkSearcher, InMemorySearcher, LakechainRetriever
-from lakechain.chains.router import RouterInputError, multi_task_router
-from lakechain.config import Settings
-
-__all__ = [
-    "ChainError",
-    "Chains",
-    "ChunkSearcher",
-    "ErrorInfo",
-    "ExtractiveChatModel",
-    "GroundednessGuard",
-    "ImageModel",
-    "InMemorySearcher",
-    "LakechainRetriever",
-    "LocalImageRenderer",
-    "ProviderError",
-    "RouterInputError",
-    "answer_from_docs",
-    "ask",
-    "build_chains",
-    "classify",
-    "illustrated_answer_chain",
-    "image_chain",
-    "is_retryable",
-    "make_chat_model",
-    "make_image_model",
-    "multi_task_router",
-    "qa_chain",
-    "render_png",
-]
-
-
-@dataclass
-class Chains:
-    """Every runnable the pipeline needs, wired from one ``Settings``."""
-
-    settings: Settings
-    embedder: Any
-    searcher: Any
-    chat_model: BaseChatModel
-    image_model: ImageModel
-    retriever: LakechainRetriever
-    retrieve: Runnable[Any, dict]
-    """question → {question, docs}"""
-    answer: Runnable[dict, dict]
-    """{question, docs} → QA result (the LLM half; batch it with max_concurrency)"""
-    qa: Runnable[Any, dict]
-    image: Runnable[Any, dict]
-    illustrated: Runnable[Any, dict]
-    router: Runnable[dict, dict]
-
-
-def load_searcher(settings: Settings, embedder: Any) -> Any:
-    """The live index under ``settings.storage.files_root`` (``index/CURRENT``), loaded once per
-    process and checked against the embedder's model name and dimension."""
-    from lakechain.index.search import cached_load
-
-    return cached_load(
-        settings.storage.files_root,
-        expected_model=getattr(embedder, "name", None),
-        expected_dim=int(embedder.dim),
-        nprobe=settings.index.nprobe,
+if TYPE_CHECKING:
+    from lakechain.chains.build import (
+        Chains as Chains,
+    )
+    from lakechain.chains.build import (
+        ask as ask,
+    )
+    from lakechain.chains.build import (
+        build_chains as build_chains,
+    )
+    from lakechain.chains.build import (
+        grounding_guard as grounding_guard,
+    )
+    from lakechain.chains.build import (
+        load_searcher as load_searcher,
+    )
+    from lakechain.chains.chat_models import make_chat_model as make_chat_model
+    from lakechain.chains.errors import (
+        ChainError as ChainError,
+    )
+    from lakechain.chains.errors import (
+        ErrorInfo as ErrorInfo,
+    )
+    from lakechain.chains.errors import (
+        ProviderError as ProviderError,
+    )
+    from lakechain.chains.errors import (
+        classify as classify,
+    )
+    from lakechain.chains.errors import (
+        is_retryable as is_retryable,
+    )
+    from lakechain.chains.grounding import GroundednessGuard as GroundednessGuard
+    from lakechain.chains.illustrated import illustrated_answer_chain as illustrated_answer_chain
+    from lakechain.chains.images import (
+        ImageModel as ImageModel,
+    )
+    from lakechain.chains.images import (
+        LocalImageRenderer as LocalImageRenderer,
+    )
+    from lakechain.chains.images import (
+        make_image_model as make_image_model,
+    )
+    from lakechain.chains.images import (
+        render_png as render_png,
+    )
+    from lakechain.chains.local_chat import ExtractiveChatModel as ExtractiveChatModel
+    from lakechain.chains.qa import answer_from_docs as answer_from_docs
+    from lakechain.chains.qa import qa_chain as qa_chain
+    from lakechain.chains.retriever import (
+        ChunkSearcher as ChunkSearcher,
+    )
+    from lakechain.chains.retriever import (
+        InMemorySearcher as InMemorySearcher,
+    )
+    from lakechain.chains.retriever import (
+        LakechainRetriever as LakechainRetriever,
+    )
+    from lakechain.chains.router import (
+        RouterInputError as RouterInputError,
+    )
+    from lakechain.chains.router import (
+        multi_task_router as multi_task_router,
     )
 
+_MODULE = {
+    "Chains": "build",
+    "ask": "build",
+    "build_chains": "build",
+    "grounding_guard": "build",
+    "load_searcher": "build",
+    "make_chat_model": "chat_models",
+    "ChainError": "errors",
+    "ErrorInfo": "errors",
+    "ProviderError": "errors",
+    "classify": "errors",
+    "is_retryable": "errors",
+    "GroundednessGuard": "grounding",
+    "illustrated_answer_chain": "illustrated",
+    "ImageModel": "images",
+    "LocalImageRenderer": "images",
+    "make_image_model": "images",
+    "render_png": "images",
+    "ExtractiveChatModel": "local_chat",
+    "answer_from_docs": "qa",
+    "qa_chain": "qa",
+    "ChunkSearcher": "retriever",
+    "InMemorySearcher": "retriever",
+    "LakechainRetriever": "retriever",
+    "RouterInputError": "router",
+    "multi_task_router": "router",
+}
+"""Public name → the submodule of ``lakechain.chains`` that defines it. No name may be a
+submodule's (``image_chain``): importing the submodule would bind the module in its place."""
 
-def grounding_guard(settings: Settings, embedder: Any) -> GroundednessGuard | None:
-    """The answer check of ``chat.grounding``: by default on when embedding is local (free)."""
-    cfg = settings.chat.grounding
-    on = cfg.check if cfg.check is not None else settings.embedding.provider == "local"
-    return GroundednessGuard(embedder, cfg.min_similarity, cfg.min_share) if on else None
-
-
-def build_chains(
-    settings: Settings,
-    searcher: Any | None = None,
-    *,
-    embedder: Any | None = None,
-    chat_model: BaseChatModel | None = None,
-    image_model: ImageModel | None = None,
-    capture_errors: bool = False,
-) -> Chains:
-    """Build every chain from ``settings``; pass parts to override them (tests, notebooks).
-
-    ``searcher`` defaults to the current index under ``settings.storage``; ``embedder`` to
-    ``lakechain.embed.embedders.cached_embedder(settings.embedding)`` (one per process).
-    """
-    if embedder is None:
-        from lakechain.embed.embedders import cached_embedder
-
-        embedder = cached_embedder(settings.embedding)
-    if searcher is None:
-        searcher = load_searcher(settings, embedder)
-    if chat_model is None:
-        local_embedder = embedder if settings.embedding.provider == "local" else None
-        chat_model = make_chat_model(settings.chat, embedder=local_embedder, retrieval=settings.retrieval)
-    if image_model is None:
-        image_model = make_image_model(settings.images)
-    structured = supports_structured_output(settings.chat)
-    guard = grounding_guard(settings, embedder)
-    retriever = LakechainRetriever.from_settings(settings.retrieval, embedder, searcher)
-    retrieve_step = retrieve(retriever)
-    answer = answer_from_docs(chat_model, structured=structured, guard=guard)
-    qa = qa_chain(retriever, chat_model, structured=structured, guard=guard)
-    image = image_chain(image_model, chat_model, refine_prompts=settings.images.refine_prompts)
-    plain_image = image_chain(image_model)  # the illustrated chain's prompt is already written by the model
-    illustrated = illustrated_answer_chain(qa, chat_model, plain_image)
-    router = multi_task_router(qa, image, illustrated, capture_errors=capture_errors)
-    return Chains(
-        settings=settings,
-        embedder=embedder,
-        searcher=searcher,
-        chat_model=chat_model,
-        image_model=image_model,
-        retriever=retriever,
-        retrieve=retrieve_step,
-        answer=answer,
-        qa=qa,
-        image=image,
-        illustrated=illustrated,
-        router=router,
-    )
+__all__ = sorted(_MODULE)
 
 
-def ask(settings: Settings, question: str, searcher: Any | None = None) -> dict[str, Any]:
-    """One grounded answer with sources, from the current index (the ``lakechain ask`` command)."""
-    return build_chains(settings, searcher).qa.invoke(question)
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE:
+        raise AttributeError(f"module 'lakechain.chains' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"lakechain.chains.{_MODULE[name]}"), name)

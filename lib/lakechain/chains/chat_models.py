@@ -13,12 +13,11 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from langchain_core.language_models import BaseChatModel
-
-from lakechain.chains.local_chat import ExtractiveChatModel
 from lakechain.config import EXTRACTIVE_MODEL, ChatConfig, ConfigError, EmbeddingConfig, RetrievalConfig
 
 if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+
     from lakechain.runtime.llamacpp import ServerSpec
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,12 @@ def chat_server(cfg: ChatConfig) -> Iterator[None]:
     from lakechain.runtime.llamacpp import held
 
     with held(llamacpp_spec(cfg)) as endpoint:
-        log.info("llama.cpp server %s (%s, %s)", endpoint.base_url, cfg.model,
-                 f"model loaded in {endpoint.load_s:.2f}s" if endpoint.started_here else "already running")
+        log.info(
+            "llama.cpp server %s (%s, %s)",
+            endpoint.base_url,
+            cfg.model,
+            f"model loaded in {endpoint.load_s:.2f}s" if endpoint.started_here else "already running",
+        )
         yield
 
 
@@ -92,15 +95,14 @@ def make_chat_model(
     ``llamacpp`` is ``openai_compatible`` pointed at the machine's llama.cpp server (this
     process registers as its client): the same client, retries and usage accounting.
 
-    ``embedder`` is used only by the local extractive model; by default it is the
-    process-wide local embedding model (``lakechain.embed.embedders.cached_embedder``).
-
     ``embedder`` and ``retrieval`` are used only by the local extractive model: the
     embedder defaults to the process-wide local model
     (``lakechain.embed.embedders.cached_embedder``); ``retrieval`` gives it the mode's
     dense/keyword weights, so it picks sentences with the signal the retriever uses.
     """
     if cfg.provider == "local":
+        from lakechain.chains.local_chat import ExtractiveChatModel
+
         if embedder is None:
             from lakechain.embed.embedders import cached_embedder
 
