@@ -16,75 +16,23 @@ Names are imported on first use (PEP 562): the driver of a run reads ``chains.pr
 it 0.8 s per command.
 """
 
+# ruff: noqa: F401 (the TYPE_CHECKING imports are re-exports, listed in __all__ below)
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from lakechain.chains.build import (
-        Chains as Chains,
-    )
-    from lakechain.chains.build import (
-        ask as ask,
-    )
-    from lakechain.chains.build import (
-        build_chains as build_chains,
-    )
-    from lakechain.chains.build import (
-        grounding_guard as grounding_guard,
-    )
-    from lakechain.chains.build import (
-        load_searcher as load_searcher,
-    )
-    from lakechain.chains.chat_models import make_chat_model as make_chat_model
-    from lakechain.chains.errors import (
-        ChainError as ChainError,
-    )
-    from lakechain.chains.errors import (
-        ErrorInfo as ErrorInfo,
-    )
-    from lakechain.chains.errors import (
-        ProviderError as ProviderError,
-    )
-    from lakechain.chains.errors import (
-        classify as classify,
-    )
-    from lakechain.chains.errors import (
-        is_retryable as is_retryable,
-    )
-    from lakechain.chains.grounding import GroundednessGuard as GroundednessGuard
-    from lakechain.chains.illustrated import illustrated_answer_chain as illustrated_answer_chain
-    from lakechain.chains.images import (
-        ImageModel as ImageModel,
-    )
-    from lakechain.chains.images import (
-        LocalImageRenderer as LocalImageRenderer,
-    )
-    from lakechain.chains.images import (
-        make_image_model as make_image_model,
-    )
-    from lakechain.chains.images import (
-        render_png as render_png,
-    )
-    from lakechain.chains.local_chat import ExtractiveChatModel as ExtractiveChatModel
-    from lakechain.chains.qa import answer_from_docs as answer_from_docs
-    from lakechain.chains.qa import qa_chain as qa_chain
-    from lakechain.chains.retriever import (
-        ChunkSearcher as ChunkSearcher,
-    )
-    from lakechain.chains.retriever import (
-        InMemorySearcher as InMemorySearcher,
-    )
-    from lakechain.chains.retriever import (
-        LakechainRetriever as LakechainRetriever,
-    )
-    from lakechain.chains.router import (
-        RouterInputError as RouterInputError,
-    )
-    from lakechain.chains.router import (
-        multi_task_router as multi_task_router,
-    )
+if TYPE_CHECKING:  # the names for type checkers; at run time ``__getattr__`` imports them
+    from lakechain.chains.build import Chains, ask, build_chains, grounding_guard, load_searcher
+    from lakechain.chains.chat_models import make_chat_model
+    from lakechain.chains.errors import ChainError, ErrorInfo, ProviderError, classify, is_retryable
+    from lakechain.chains.grounding import GroundednessGuard
+    from lakechain.chains.illustrated import illustrated_answer_chain
+    from lakechain.chains.images import ImageModel, LocalImageRenderer, make_image_model, render_png
+    from lakechain.chains.local_chat import ExtractiveChatModel
+    from lakechain.chains.qa import answer_from_docs, qa_chain
+    from lakechain.chains.retriever import ChunkSearcher, InMemorySearcher, LakechainRetriever
+    from lakechain.chains.router import RouterInputError, multi_task_router
 
 _MODULE = {
     "Chains": "build",
