@@ -57,6 +57,7 @@ def test_tables_written_from_python_udfs_open_in_delta_rs(spark, tables, delta_r
     """Through Spark Connect, a UDF's declared strings (nested ones too) arrive with an explicit
     collation that Delta would log as ``string collate UTF8_BINARY``, unreadable by delta-rs;
     a new table and a column added by schema evolution must both be plain ``string``."""
+
     def _echo(batches):  # nested: pickled by value (workers cannot import the test module)
         yield from batches
 
@@ -112,6 +113,17 @@ def test_delete_where_takes_a_key_frame_or_a_list(spark, tables):
     tables.delete_where("t", "text", ["v1 text 5", "it's not there"])
     assert sorted(r.id for r in tables.read("t").collect()) == [2, 3, 4]
     assert tables.delete_where("t", "text", []) is None
+
+
+def test_merge_with_deletes_upserts_and_deletes_in_one_commit(spark, tables):
+    tables.write(spark.createDataFrame(_rows(4), SCHEMA), "t")
+    upserts = spark.createDataFrame(_rows(1, 1, "new") + _rows(1, 7, "new"), SCHEMA)
+    gone = spark.createDataFrame([(2,), (2,), (9,)], "id long")  # repeated and absent keys are fine
+    version = tables.merge(upserts, "t", ["id"], delete=gone)
+    assert version == 1 and tables.history("t")[0]["operation"] == "MERGE"
+    rows = {r.id: r.text for r in tables.read("t").collect()}
+    assert rows == {0: "v1 text 0", 1: "new text 1", 3: "v1 text 3", 7: "new text 7"}
+    assert tables.read("t").columns == ["id", "text", "vec", "ts", "meta"]  # no delete marker
 
 
 def test_truncate_keeps_history(spark, tables):

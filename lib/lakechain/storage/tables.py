@@ -128,6 +128,18 @@ def plain_strings(df: DataFrame) -> DataFrame:
     )
 
 
+_DELETE_MARK = "_lakechain_delete"
+
+
+def _with_deletes(df: DataFrame, delete: DataFrame, keys: list[str]) -> DataFrame:
+    """``df`` marked to upsert plus ``delete``'s distinct keys marked to delete (the other
+    columns null): one MERGE source, so both land in one commit."""
+    from pyspark.sql import functions as F
+
+    gone = delete.select(*keys).distinct().withColumn(_DELETE_MARK, F.lit(True))
+    return df.withColumn(_DELETE_MARK, F.lit(False)).unionByName(gone, allowMissingColumns=True)
+
+
 class Tables:
     """The pipeline's tables under one storage root (or one Unity Catalog schema)."""
 
@@ -449,18 +461,23 @@ class Tables:
         matched: Literal["update", "delete"] | None = "update",
         not_matched: Literal["insert"] | None = "insert",
         schema_mode: SchemaMode = None,
+        delete: DataFrame | None = None,
     ) -> int:
         """MERGE ``df`` into ``name`` on ``keys`` (creating the table if absent with an insert).
 
         Default: upsert. ``matched=None`` inserts only new keys (idempotent appends);
         ``matched="delete", not_matched=None`` deletes the keys present in ``df``. Duplicate
         keys in ``df`` make Delta refuse the MERGE rather than pick a row silently.
+        ``delete``: a frame of keys (none of them in ``df``) whose rows go in the same commit,
+        so replacements and the rows they replace change together, never one without the other.
         """
         if not keys:
             raise ValueError("merge needs at least one key column")
         missing = [k for k in keys if k not in df.columns]
         if missing:
             raise ValueError(f"merge keys not in the data: {missing}")
+        if delete is not None and schema_mode == "merge":
+            raise ValueError("merge: delete= with schema evolution would add its marker column")
         if not self.exists(name):
             if not_matched is None:
                 return -1
@@ -469,16 +486,19 @@ class Tables:
             self.check_schema(df, name)
         if schema_mode == "merge":  # new columns take the source's types
             df = plain_strings(df)
+        gone = ""
+        if delete is not None:  # UPDATE SET * / INSERT * take the target's columns: the marker stays out
+            df, gone = _with_deletes(df, delete, keys), f"s.`{_DELETE_MARK}`"
         view = f"lakechain_merge_{uuid.uuid4().hex[:12]}"
         df.createOrReplaceTempView(view)
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-        clauses = []
+        clauses = [f"WHEN MATCHED AND {gone} THEN DELETE"] if gone else []
         if matched == "update":
             clauses.append("WHEN MATCHED THEN UPDATE SET *")
         elif matched == "delete":
             clauses.append("WHEN MATCHED THEN DELETE")
         if not_matched == "insert":
-            clauses.append("WHEN NOT MATCHED THEN INSERT *")
+            clauses.append(f"WHEN NOT MATCHED {f'AND NOT {gone} ' if gone else ''}THEN INSERT *")
         evolve = "WITH SCHEMA EVOLUTION " if schema_mode == "merge" else ""
         query = f"MERGE {evolve}INTO {quote(self.full_name(name))} t USING {view} s ON {on} " + " ".join(
             clauses
