@@ -153,22 +153,30 @@ def test_openai_compatible_retry_failure_rows_and_crash_safety(
         assert (r2.chunks_embedded, r2.chunk_errors) == (2, 1)
         errs = [e for e in errors_of(tables, r2.run_id) if e["stage"] == "embed"]
         assert len(errs) == 1 and "InternalServerError" in errs[0]["reason"]
-        # crash after the append, before stale rows are deleted → rerun converges, no duplicates;
-        # the chunk that failed above is embedded by the next run
+        # A crash before the chunks commit leaves them as they were. The new chunk and the
+        # removal of the replaced ones land in one commit: a crash after it, before
+        # ``documents`` is written, leaves no duplicate and no stale chunk, and the rerun
+        # converges (embedding the chunk that failed above, with nothing left to remove).
         (corpus / "doc0.txt").write_text("Completely new text about Delta Lake.")
         (corpus / "doc2.txt").unlink()
+        before = sorted(r["chunk_id"] for r in chunks_table(tables)["rows"])
 
         def crash(*a, **k):
             raise RuntimeError("simulated crash")
 
-        monkeypatch.setattr(embed_stage, "_remove_stale", crash)
+        monkeypatch.setattr(tables, "merge", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_embed(spark, settings, tables, progress=False)
+        assert sorted(r["chunk_id"] for r in chunks_table(tables)["rows"]) == before
+        monkeypatch.undo()
+        monkeypatch.setattr(embed_stage, "_write_documents", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
             run_embed(spark, settings, tables, progress=False)
         after_crash = chunks_table(tables)["rows"]
-        assert max(Counter(r["chunk_id"] for r in after_crash).values()) == 1
+        assert sorted(r["doc_id"] for r in after_crash) == ["doc0.txt", "doc1.txt"]
         monkeypatch.undo()
         r4 = run_embed(spark, settings, tables, progress=False)
-        assert r4.chunks_embedded == 0 and r4.chunks_removed == len(after_crash) - 2
+        assert (r4.chunks_embedded, r4.chunks_removed, r4.documents_deleted) == (0, 0, 1)
         rows = chunks_table(tables)["rows"]
         assert max(Counter(r["chunk_id"] for r in rows).values()) == 1
         assert sorted(r["doc_id"] for r in rows) == ["doc0.txt", "doc1.txt"]

@@ -189,8 +189,7 @@ def run_embed(
                 _write_state(tables, source, report, now)
         report.chunks_version = tables.version(CHUNKS)
     finally:
-        for df in cached:
-            df.unpersist()
+        _unpersist(cached)
     report.seconds, report.step_seconds = timer.elapsed, timer.steps
     return report
 
@@ -208,6 +207,14 @@ def _keeper(cached: list[DataFrame]) -> Callable[[DataFrame], DataFrame]:
         return cached[-1]
 
     return keep
+
+
+def _unpersist(cached: list[DataFrame]) -> None:
+    """Newest first. Why: unpersisting a frame that a still-cached one was built on makes
+    Spark re-plan the latter (its Delta file listings included), about a second each."""
+    for df in reversed(cached):
+        df.unpersist()
+    cached.clear()
 
 
 def _pin(tables: Tables, full: bool) -> _Base:
@@ -237,9 +244,7 @@ def _read_and_plan(
     except Exception as exc:
         if source.changes_since is None or not _FEED_GONE.search(str(exc)):
             raise
-        for df in cached:
-            df.unpersist()
-        cached.clear()
+        _unpersist(cached)
         source = _read_in_full(spark, settings, tables, source, report)
         return source, _plan(settings, tables, keep(source.parsed), base, name, now, full, keep)
 
@@ -523,7 +528,9 @@ def _embed(
     progress: bool,
 ) -> None:
     """Embed in commit batches: each is staged once, its chunks inserted and its failures
-    recorded, so a killed run keeps every finished batch and the rerun embeds the rest."""
+    recorded, so a killed run keeps every finished batch and the rerun embeds the rest. The
+    last batch's commit also deletes the stale chunks: the replacements and what they
+    replace change together."""
     cfg = settings.embedding
     n = int(plan.counts["new"])
     if n == 0:
@@ -537,6 +544,7 @@ def _embed(
     parts = max(1, min(max(default_parallelism(spark), math.ceil(size / (cfg.batch_size * 4))), 4096,
                        math.ceil(size / cfg.batch_size)))  # fmt: skip
     udf = embedder_fn(cfg, name, now, threads=1)
+    stale = int(plan.counts.get("stale") or 0)
     meter = Progress("embed chunks", n, enabled=progress)
     for b in range(batches):
         part = plan.to_embed if batches == 1 else plan.to_embed.filter(
@@ -548,7 +556,9 @@ def _embed(
         )  # fmt: skip
         with arrow_batch(spark, cfg.batch_size):  # one Arrow batch = one embedding request
             staged = tables.stage(embedded, EMBED_STAGING)
-        ok, err = _commit_batch(tables, staged, full, report.run_id, now)
+        last = b == batches - 1 and stale and plan.stale is not None
+        ok, err = _commit_batch(tables, staged, full, report.run_id, now, plan.stale if last else None)
+        report.chunks_removed += stale if last else 0
         report.chunks_embedded += ok
         report.chunk_errors += err
         meter.update(ok + err, f"{report.chunk_errors} failed")
@@ -563,16 +573,17 @@ def _drop_stale_staging(tables: Tables) -> None:
 
 
 def _commit_batch(
-    tables: Tables, staged: DataFrame, full: bool, run_id: str, now: datetime
+    tables: Tables, staged: DataFrame, full: bool, run_id: str, now: datetime, stale: DataFrame | None
 ) -> tuple[int, int]:
-    """A staged batch's chunks into ``chunks``, its failures into ``ingest_errors``; (ok, failed)."""
+    """A staged batch's chunks into ``chunks`` (and ``stale`` out of it, in the same commit),
+    its failures into ``ingest_errors``; (ok, failed)."""
     rows = staged.filter("error IS NULL").select(*names(CHUNK_COLUMNS))
     if full:
         tables.write(rows, CHUNKS, "overwrite", "overwrite")
     else:
         # Upsert on chunk_id: replaces another model's vector of the same chunk in place,
         # and never duplicates a chunk, even against a concurrent run.
-        tables.merge(rows, CHUNKS, ["chunk_id"])
+        tables.merge(rows, CHUNKS, ["chunk_id"], delete=stale)
     c = staged.agg(
         F.count(F.when(F.col("error").isNull(), 1)).alias("ok"),
         F.count(F.when(F.col("error").isNotNull(), 1)).alias("err"),
@@ -589,7 +600,8 @@ def _commit_batch(
 
 
 def _remove_replaced(tables: Tables, plan: _Plan, name: str, report: EmbedReport) -> None:
-    """After the new vectors are committed: drop other models' chunks, then stale chunks."""
+    """After the new vectors are committed: drop other models' chunks, then stale chunks
+    (when there was nothing to embed; else they went with the last batch)."""
     dupes = int(plan.counts.get("dupes") or 0)
     if dupes:  # left by an earlier version or a writer outside Lakechain: keep one row per chunk
         tables.write(tables.read(CHUNKS).dropDuplicates(["chunk_id"]), CHUNKS, "overwrite")
@@ -600,7 +612,7 @@ def _remove_replaced(tables: Tables, plan: _Plan, name: str, report: EmbedReport
         report.chunks_removed += other
         report.notes.append(f"removed {other} chunks of another model after embedding with {name}")
     stale = int(plan.counts.get("stale") or 0)
-    if stale and plan.stale is not None:
+    if stale and plan.stale is not None and not int(plan.counts["new"]):
         _remove_stale(tables, plan.stale)
         report.chunks_removed += stale
 
