@@ -11,9 +11,10 @@ were made with (``embed_settings``) and its ``chunk_count``; a run
 2. embeds only the expected chunks that ``chunks`` lacks for the current model: the UDF's
    output is staged once (model calls are never re-evaluated), then inserted with a MERGE
    on ``chunk_id`` that never duplicates, even against a concurrent run;
-3. removes what the new rows replace: chunks of another model, and stale chunks of changed
-   or deleted documents. Destructive commits come only after the replacement is committed,
-   and a run that would delete most of the corpus refuses (``corpus.max_delete_fraction``);
+3. removes what the new rows replace: stale chunks of changed or deleted documents in the
+   same commit as the last batch's new chunks, chunks of another model after it. No delete
+   is committed before its replacement, and a run that would delete most of the corpus
+   refuses (``corpus.max_delete_fraction``);
 4. writes ``documents`` last, so a crash before it leaves the old rows and the next run
    redoes the same documents (finding their committed chunks, embedding nothing twice).
 
