@@ -205,3 +205,13 @@ def test_names_lists_the_schema_tables(spark, tables):
     tables.write(spark.createDataFrame(_rows(1), SCHEMA), "alpha")
     tables.write(spark.createDataFrame(_rows(1), SCHEMA), "beta")
     assert tables.names() == ["alpha", "beta"]
+
+
+def test_persisted_caches_for_the_block_and_drops_it_after(spark):
+    from lakechain.storage.session import persisted
+
+    base = spark.range(10)
+    with persisted(base) as outer, persisted(outer.filter("id > 4")) as inner:
+        assert outer.storageLevel.useMemory and inner.storageLevel.useDisk
+        assert inner.count() == 5
+    assert not outer.storageLevel.useMemory and not inner.storageLevel.useMemory

@@ -28,6 +28,7 @@ unchanged on Spark Connect.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -36,7 +37,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from lakechain.config import Settings
@@ -63,7 +63,7 @@ from lakechain.storage.schemas import (
     ddl,
     names,
 )
-from lakechain.storage.session import arrow_batch, default_parallelism
+from lakechain.storage.session import arrow_batch, default_parallelism, persisted
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -167,9 +167,8 @@ def run_embed(
     name = check_model(settings)
     report = EmbedReport(run_id=new_run_id("embed"), model=name)
     now = datetime.now(timezone.utc)
-    cached: list[DataFrame] = []
-    keep = _keeper(cached)
-    try:
+    with contextlib.ExitStack() as cached:  # frames read several times, dropped at the end
+        keep = _keeper(cached)
         with timer.step("plan"):
             base = _pin(tables, full)
             source, plan = _read_and_plan(
@@ -189,8 +188,6 @@ def run_embed(
             with timer.step("write_state"):
                 _write_state(tables, source, report, now)
         report.chunks_version = tables.version(CHUNKS)
-    finally:
-        _unpersist(cached)
     report.seconds, report.step_seconds = timer.elapsed, timer.steps
     return report
 
@@ -202,20 +199,9 @@ def check_model(settings: Settings) -> str:
     return embedders.model_name(settings.embedding)
 
 
-def _keeper(cached: list[DataFrame]) -> Callable[[DataFrame], DataFrame]:
-    def keep(df: DataFrame) -> DataFrame:
-        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
-        return cached[-1]
-
-    return keep
-
-
-def _unpersist(cached: list[DataFrame]) -> None:
-    """Newest first. Why: unpersisting a frame that a still-cached one was built on makes
-    Spark re-plan the latter (its Delta file listings included), about a second each."""
-    for df in reversed(cached):
-        df.unpersist()
-    cached.clear()
+def _keeper(cached: contextlib.ExitStack) -> Callable[[DataFrame], DataFrame]:
+    """Persist a frame until ``cached`` closes (newest first: see ``persisted``)."""
+    return lambda df: cached.enter_context(persisted(df))
 
 
 def _pin(tables: Tables, full: bool) -> _Base:
@@ -234,7 +220,7 @@ def _read_and_plan(
     now: datetime,
     full: bool,
     keep: Callable[[DataFrame], DataFrame],
-    cached: list[DataFrame],
+    cached: contextlib.ExitStack,
     report: EmbedReport,
 ) -> tuple[_Source, _Plan]:
     """The corpus (only its changes where the table's change data feed allows) and the plan.
@@ -245,7 +231,7 @@ def _read_and_plan(
     except Exception as exc:
         if source.changes_since is None or not _FEED_GONE.search(str(exc)):
             raise
-        _unpersist(cached)
+        cached.close()
         source = _read_in_full(spark, settings, tables, source, report)
         return source, _plan(settings, tables, keep(source.parsed), base, name, now, full, keep)
 

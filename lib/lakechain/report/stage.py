@@ -12,7 +12,6 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from pyspark import StorageLevel
 from pyspark.sql import Column, Window
 from pyspark.sql import functions as F
 
@@ -20,6 +19,7 @@ from lakechain.errors import TableNotFoundError
 from lakechain.report import data as rd
 from lakechain.report.html import render
 from lakechain.storage.schemas import CHUNKS, RESULTS, RUN_COLUMNS, RUNS, RUNS_DDL, names
+from lakechain.storage.session import persisted
 from lakechain.tasks.report import POSITION, RunReport
 
 if TYPE_CHECKING:
@@ -144,14 +144,12 @@ def collect(
 ) -> rd.ReportData:
     """Everything the page shows for ``run_id``, as :class:`~lakechain.report.data.ReportData`;
     ``run`` is its ``runs`` row, read from the table when not given."""
-    results = tables.read(RESULTS).filter(F.col("run_id") == run_id) if tables.exists(RESULTS) else None
-    if results is not None:  # a dozen small queries follow: scan and filter the table once
-        results = results.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        return _collect(tables, run_id, run or _run_row(tables, run_id), results, out_dir, limits)
-    finally:
-        if results is not None:
-            results.unpersist()
+    run = run or _run_row(tables, run_id)
+    if not tables.exists(RESULTS):
+        return _collect(tables, run_id, run, None, out_dir, limits)
+    # a dozen small queries follow: scan and filter the table once
+    with persisted(tables.read(RESULTS).filter(F.col("run_id") == run_id)) as results:
+        return _collect(tables, run_id, run, results, out_dir, limits)
 
 
 def _collect(

@@ -32,7 +32,7 @@ from lakechain.config import Settings
 from lakechain.errors import StorageBusyError
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def local_conf(settings: Settings) -> dict[str, str]:
         "spark.hadoop.javax.jdo.option.ConnectionURL": (
             f"jdbc:derby:;databaseName={os.path.join(meta, 'metastore_db')};create=true"
         ),
-        "spark.driver.extraJavaOptions": f"\"-Dderby.system.home={meta}\"",
+        "spark.driver.extraJavaOptions": f'"-Dderby.system.home={meta}"',
         # Delta reads its log with this many tasks; 50 (the default) dominates small tables.
         "spark.databricks.delta.snapshotPartitions": str(max(1, min(cfg.shuffle_partitions, 8))),
         # The post-commit checksum file recomputes the table's state after every commit (a Spark
@@ -246,6 +246,21 @@ def arrow_batch(spark: SparkSession, rows: int) -> Iterator[None]:
             spark.conf.unset(key)
         else:
             spark.conf.set(key, old)
+
+
+@contextlib.contextmanager
+def persisted(df: DataFrame) -> Iterator[DataFrame]:
+    """``df`` cached (memory, spilling to disk) while the block runs: read several times,
+    computed once. Only for frames without model calls in them: an evicted block is
+    recomputed. Nested blocks drop the newest first, which Spark needs to avoid re-planning
+    a cached frame built on the one dropped."""
+    from pyspark import StorageLevel
+
+    cached = df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        yield cached
+    finally:
+        cached.unpersist()
 
 
 def query_errors() -> tuple[type[Exception], ...]:

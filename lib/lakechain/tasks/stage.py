@@ -59,7 +59,7 @@ from lakechain.storage.schemas import (
     ddl,
     names,
 )
-from lakechain.storage.session import default_parallelism
+from lakechain.storage.session import default_parallelism, persisted
 from lakechain.tasks.budget import Budget
 from lakechain.tasks.cache_table import store_replies, with_cached
 from lakechain.tasks.input import read_tasks
@@ -358,13 +358,15 @@ def _execute(
     meter = Progress("run-tasks", n, enabled=progress)
     budget = Budget.of(settings)
     with (
+        # Every batch filters the pending set (a join of the pinned tables): computed once.
+        persisted(plan.pending) if batches > 1 else contextlib.nullcontext(plan.pending) as pending,
         ThreadPoolExecutor(1, thread_name_prefix="lakechain-commit") as pool,
         _Commits(tables, pool, report, timer, cache) as commits,
     ):
         for b in range(batches):
             if _over_budget(budget, report, n, batches - b):
                 break
-            batch = plan.pending
+            batch = pending
             if batches > 1:
                 batch = batch.filter(F.pmod(F.xxhash64(by), F.lit(batches)) == b)
             with timer.step("execute"):
