@@ -1,6 +1,6 @@
 """Entry point: build the FAISS index from the chunks table.
 
-    spark-submit jobs/build_index.py --config conf/local.yaml [--set section.key=value ...]
+spark-submit jobs/build_index.py --config conf/local.yaml [--set section.key=value ...]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Entry point: ingest the corpus, chunk and embed it into the chunks table.
 
-    spark-submit jobs/embed_documents.py --config conf/local.yaml [--set section.key=value ...]
+spark-submit jobs/embed_documents.py --config conf/local.yaml [--set section.key=value ...]
 """
 
 import sys

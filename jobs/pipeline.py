@@ -1,6 +1,6 @@
 """Entry point: embed → index → run-tasks on the configured corpus and tasks.
 
-    spark-submit jobs/pipeline.py --config conf/local.yaml [--set section.key=value ...]
+spark-submit jobs/pipeline.py --config conf/local.yaml [--set section.key=value ...]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Entry point: answer the tasks through the chains into the results table.
 
-    spark-submit jobs/run_tasks.py --config conf/local.yaml [--set section.key=value ...]
+spark-submit jobs/run_tasks.py --config conf/local.yaml [--set section.key=value ...]
 """
 
 import sys

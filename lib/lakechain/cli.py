@@ -518,6 +518,8 @@ def cmd_server(settings: Settings, args: argparse.Namespace, ctx: Context) -> in
     answering, line = server.status(settings)
     print(line)
     return 0 if answering else 1
+
+
 def cmd_cache(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.tasks.cache_table import cache_clear, cache_stats
 

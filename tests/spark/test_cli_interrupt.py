@@ -27,22 +27,45 @@ def test_ctrl_c_reports_what_was_committed_and_how_to_resume(tmp_path):
     root = tmp_path / "lake"
     tasks = tmp_path / "tasks.jsonl"
     # Image-only tasks need no index; 0.2 s per fake image call keeps the run going for a while.
-    tasks.write_text("".join(
-        json.dumps({"task_id": f"i{i:03d}", "image_generation": {"prompt": f"picture {i}"}}) + "\n"
-        for i in range(240)
-    ))
+    tasks.write_text(
+        "".join(
+            json.dumps({"task_id": f"i{i:03d}", "image_generation": {"prompt": f"picture {i}"}}) + "\n"
+            for i in range(240)
+        )
+    )
     with FakeOpenAIServer(seed=3, latency_s=0.2) as srv:
         argv = [
-            "run-tasks", "--set", f"storage.root={root}", "--set", f"tasks.path={tasks}",
-            "--set", "spark.master=local[2]", "--set", "tasks.commit_every=24",
-            "--set", "tasks.requests_per_minute=1000000", "--set", "tasks.write_image_files=false",
-            "--set", "images.provider=openai_compatible", "--set", f"images.base_url={srv.url}",
-            "--set", "images.model=fake-image", "--set", "images.size=64x64",
+            "run-tasks",
+            "--set",
+            f"storage.root={root}",
+            "--set",
+            f"tasks.path={tasks}",
+            "--set",
+            "spark.master=local[2]",
+            "--set",
+            "tasks.commit_every=24",
+            "--set",
+            "tasks.requests_per_minute=1000000",
+            "--set",
+            "tasks.write_image_files=false",
+            "--set",
+            "images.provider=openai_compatible",
+            "--set",
+            f"images.base_url={srv.url}",
+            "--set",
+            "images.model=fake-image",
+            "--set",
+            "images.size=64x64",
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO / "lib"), "PYSPARK_PYTHON": sys.executable}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lakechain.cli", *argv], cwd=tmp_path, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            [sys.executable, "-m", "lakechain.cli", *argv],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         log = root / "results" / "_delta_log"
         deadline = time.monotonic() + 300

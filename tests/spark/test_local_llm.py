@@ -21,8 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL = "SmolLM2-135M-Instruct.Q4_1"
 
 
-
-
 @pytest.fixture(scope="module")
 def llm_lake(tmp_path_factory, spark):
     base = tmp_path_factory.mktemp("local-llm")

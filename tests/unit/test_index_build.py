@@ -238,8 +238,10 @@ def test_duplicate_ids_are_refused_before_merging():
     x = random_unit(rng, 100, 8)
     ids = np.arange(100, dtype=np.int64)
     template = build.to_bytes(build.train(build.IndexPlan("flat", 8)))
-    rows = [shards.build_shard(batches(x[a:b], ids[a:b]), template, 8, p).to_pylist()[0]
-            for p, (a, b) in enumerate([(0, 60), (50, 100)])]
+    rows = [
+        shards.build_shard(batches(x[a:b], ids[a:b]), template, 8, p).to_pylist()[0]
+        for p, (a, b) in enumerate([(0, 60), (50, 100)])
+    ]
     with pytest.raises(DuplicateIdError, match="already in another shard.*50"):
         shards.merge_shard_rows(rows, template)
     with pytest.raises(DuplicateIdError, match="2 duplicate"):

@@ -49,8 +49,6 @@ def chat_settings(state_dir):
     return load_settings(REPO / "conf" / "local-llm.yaml")
 
 
-
-
 def wait_gone(root: Path, within_s: float) -> float:
     start = time.monotonic()
     while left := llamacpp.supervisors_under(root):

@@ -113,8 +113,7 @@ def resolve_build(path: str | os.PathLike[str]) -> Path:
             build = root / name
             if not build.is_dir():
                 raise IndexCorruptError(
-                    f"{root / POINTER_FILE} names {name!r} but that directory is missing; "
-                    f"{REBUILD}"
+                    f"{root / POINTER_FILE} names {name!r} but that directory is missing; {REBUILD}"
                 )
             return build
     raise IndexNotFoundError(f"no index at {p} (no {POINTER_FILE} pointer): run `lakechain index` first")
@@ -284,7 +283,7 @@ def prune(root: str | os.PathLike[str], keep: int = 2) -> list[Path]:
     current = read_pointer(root)
     builds = list_builds(root)
     complete = [b for b in builds if (b / MANIFEST_FILE).is_file()]
-    keep_names = {b.name for b in complete[-max(keep, 1):]} | ({current} if current else set())
+    keep_names = {b.name for b in complete[-max(keep, 1) :]} | ({current} if current else set())
     removed = []
     now = time.time()
     for b in builds:

@@ -256,8 +256,12 @@ def _spawn(folder: Path, spec: ServerSpec) -> None:
     with open(folder / "server.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", SUPERVISOR_MODULE, "serve", str(folder)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=env, start_new_session=True, close_fds=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
         )
     if proc.wait(timeout=60) != 0:  # the intermediate exits as soon as it has forked
         raise LlamaServerError(f"the llama.cpp supervisor did not start: {_log_tail(folder)}")

@@ -55,7 +55,6 @@ HOST = "localhost"
 
 
 class _RequiredState(TypedDict):
-
     pid: int
     port: int
     root: str
