@@ -346,12 +346,9 @@ def _execute(
     size = default_commit_every(settings, concurrent_partitions(n_parts, slots))
     batches = max(1, math.ceil(n / size))
     parts = max(1, min(n_parts, math.ceil(n / batches)))
-    image_dir = os.path.join(tables.files_root, "images") if settings.tasks.write_image_files else None
     use_cache = report.cache_on = cache_enabled(settings)
-    prepare = make_prepare_fn(worker_settings(settings), build_dir, use_cache)
-    fn = make_partition_fn(
-        worker_settings(settings), build_dir, ctx, concurrent_partitions(parts, slots), image_dir
-    )
+    concurrent = concurrent_partitions(parts, slots)
+    answer = _answerer(settings, tables, build_dir, ctx, parts, concurrent, use_cache)
     cache = (lambda staged: store_replies(tables, staged, settings.chat)) if use_cache else None
     # Equal questions (hence equal answer calls) in one batch: one call across the run.
     by = F.coalesce("question", "task_id") if use_cache else F.col("task_id")
@@ -370,12 +367,7 @@ def _execute(
             if batches > 1:
                 batch = batch.filter(F.pmod(F.xxhash64(by), F.lit(batches)) == b)
             with timer.step("execute"):
-                prepared = batch.repartition(parts).mapInPandas(prepare, PREPARED_DDL)
-                joined = with_cached(tables, prepared, use_cache)
-                if use_cache:  # equal keys to one partition, where one task calls for all
-                    joined = joined.repartition(parts, F.coalesce("cache_key", "task_id"))
-                out = joined.mapInPandas(fn, EXECUTED_DDL)
-                staging = out.withColumn("batch", F.lit(b))
+                staging = answer(batch).withColumn("batch", F.lit(b))
                 tables.write(staging, RESULTS_STAGING, "append", schema_mode="merge")
                 staged = (
                     tables.read(RESULTS_STAGING)
@@ -390,6 +382,31 @@ def _execute(
                 f"{report.prompt_tokens + report.completion_tokens} tokens",
             )
     tables.truncate(RESULTS_STAGING)
+
+
+def _answerer(
+    settings: Settings,
+    tables: Tables,
+    build_dir: str | None,
+    ctx: RunContext,
+    parts: int,
+    concurrent: int,
+    use_cache: bool,
+) -> Callable[[DataFrame], DataFrame]:
+    """Pending task rows in, one executed row per task out: retrieval (and the cache lookup),
+    then the model calls, each a ``mapInPandas`` over ``parts`` partitions."""
+    image_dir = os.path.join(tables.files_root, "images") if settings.tasks.write_image_files else None
+    prepare = make_prepare_fn(worker_settings(settings), build_dir, use_cache)
+    fn = make_partition_fn(worker_settings(settings), build_dir, ctx, concurrent, image_dir)
+
+    def answer(batch: DataFrame) -> DataFrame:
+        prepared = batch.repartition(parts).mapInPandas(prepare, PREPARED_DDL)
+        joined = with_cached(tables, prepared, use_cache)
+        if use_cache:  # equal keys to one partition, where one task calls for all
+            joined = joined.repartition(parts, F.coalesce("cache_key", "task_id"))
+        return joined.mapInPandas(fn, EXECUTED_DDL)
+
+    return answer
 
 
 def _estimate(
