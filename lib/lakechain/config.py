@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from lakechain.errors import ConfigError
+from lakechain.runtime.text import open_text
 
 _REF = re.compile(r"^\$\{(env|secret):([^}]+)\}$")
 SECRET_KEYS = frozenset({"api_key"})
@@ -679,7 +680,8 @@ def load_settings(
         if not p.is_file():
             raise ConfigError(f"config file not found: {p.absolute()} (pass --config conf/local.yaml)")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            with open_text(p) as f:
+                loaded = yaml.safe_load(f.read())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p.absolute()}: not valid YAML{_yaml_problem(exc)}") from None
         if loaded is None:

@@ -22,6 +22,7 @@ from pathlib import PurePosixPath
 from typing import Any, TypedDict
 
 from lakechain.errors import UserError
+from lakechain.runtime.text import open_text
 
 
 class EvalQuestion(TypedDict):
@@ -87,7 +88,7 @@ def parse_question(record: Mapping[str, Any], where: str) -> EvalQuestion:
 def read_questions(path: str | os.PathLike[str]) -> list[EvalQuestion]:
     """Questions from a JSON-lines file; ids must be unique."""
     out: list[EvalQuestion] = []
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

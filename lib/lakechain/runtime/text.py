@@ -1,4 +1,9 @@
-"""Strings UTF-8 cannot store: lone surrogates.
+"""User text files, and strings UTF-8 cannot store: lone surrogates.
+
+Every text input (tasks, eval questions, config) is opened by :func:`open_text`: a file
+saved by a Windows editor starts with a UTF-8 byte-order mark and ends lines with CRLF, and
+must read as the same lines as one without (corpus files decode their bytes the same way,
+``embed.ingest.decode_utf8``).
 
 They reach Python two ways: a JSON line may escape one (``"\\ud800"``), and a file read with
 ``errors="surrogateescape"`` keeps each undecodable byte as one (U+DC80..U+DCFF). Either
@@ -8,10 +13,17 @@ parsers find them first and turn the line into an error row that names it.
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Any
+from typing import IO, Any
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def open_text(path: str | os.PathLike[str], errors: str = "strict") -> IO[str]:
+    """A UTF-8 text file for reading, without its byte-order mark, CRLF and CR read as
+    ``\n``. ``errors="surrogateescape"`` keeps bytes that are not UTF-8, for a per-line reason."""
+    return open(path, encoding="utf-8-sig", errors=errors, newline=None)
 
 
 def first_surrogate(value: Any) -> str | None:

@@ -19,6 +19,7 @@ from pyspark.sql import Window
 from pyspark.sql import functions as F
 
 from lakechain.config import Settings
+from lakechain.runtime.text import open_text
 from lakechain.storage.schemas import TASK_COLUMNS, TASKS_DDL, names
 from lakechain.tasks.parse import TOP_KEYS, TaskInputError, parse_files, parse_row
 
@@ -52,7 +53,7 @@ def read_tasks(spark: SparkSession, settings: Settings, tables: Tables) -> tuple
             named = [
                 (
                     "" if p.is_file() else f.name,
-                    stack.enter_context(f.open(encoding="utf-8", errors="surrogateescape")),
+                    stack.enter_context(open_text(f, errors="surrogateescape")),
                 )
                 for f in files
             ]
