@@ -10,8 +10,14 @@
 Local sessions get native Delta Lake (delta-spark's jars from Maven, the artifact that
 ``configure_spark_with_delta_pip`` names) and a metastore under ``<storage.root>/_metastore``,
 so table names persist between processes. That metastore is an embedded Derby database,
-which one JVM opens at a time: a second local process on the same root waits for the lock
-(``storage.lock_timeout_s``) instead of failing on Derby's error.
+which one JVM opens at a time: a second local writer on the same root waits for the lock
+(``storage.lock_timeout_s``) instead of failing on Derby's error. A Derby directory left
+half-made by a killed first run is set aside before Derby sees it (:func:`repair_catalog`);
+the tables under the root are registered again by ``Tables``.
+
+Read-only commands (``reader=True``) never touch the metastore or its lock: they get an
+in-memory catalog and read the root's tables by path, so they read committed snapshots
+while a writer holds the root (Delta's snapshot isolation).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ log = logging.getLogger(__name__)
 
 SCALA = "2.13"
 METASTORE_DIR = "_metastore"
+METASTORE_DB = "metastore_db"
 _HELD_LOCKS: dict[str, int] = {}
 
 
@@ -92,20 +99,37 @@ def submit_args() -> list[str]:
     return ["--packages", jars["spark.jars.packages"]]
 
 
-def local_conf(settings: Settings) -> dict[str, str]:
+def catalog_conf(settings: Settings, reader: bool = False) -> dict[str, str]:
+    """The catalog of a local session: the root's Derby metastore, or for a reader an
+    in-memory one (its warehouse a private temporary directory, so nothing is written under
+    the root or the working directory)."""
+    if reader:
+        import atexit
+        import shutil
+        import tempfile
+
+        warehouse = tempfile.mkdtemp(prefix="lakechain-reader-")
+        atexit.register(shutil.rmtree, warehouse, True)
+        return {"spark.sql.catalogImplementation": "in-memory", "spark.sql.warehouse.dir": warehouse}
+    meta = os.path.join(os.path.abspath(settings.storage.root), METASTORE_DIR)
+    return {
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": os.path.join(meta, "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": (
+            f"jdbc:derby:;databaseName={os.path.join(meta, METASTORE_DB)};create=true"
+        ),
+        "spark.driver.extraJavaOptions": f'"-Dderby.system.home={meta}"',
+    }
+
+
+def local_conf(settings: Settings, reader: bool = False) -> dict[str, str]:
     """Spark settings of a session Lakechain starts itself (never applied to an active one)."""
     cfg = settings.spark
-    meta = os.path.join(os.path.abspath(settings.storage.root), METASTORE_DIR)
     conf = {
         **delta_jars_conf(),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "spark.sql.catalogImplementation": "hive",
-        "spark.sql.warehouse.dir": os.path.join(meta, "warehouse"),
-        "spark.hadoop.javax.jdo.option.ConnectionURL": (
-            f"jdbc:derby:;databaseName={os.path.join(meta, 'metastore_db')};create=true"
-        ),
-        "spark.driver.extraJavaOptions": f'"-Dderby.system.home={meta}"',
+        **catalog_conf(settings, reader),
         # Delta reads its log with this many tasks; 50 (the default) dominates small tables.
         "spark.databricks.delta.snapshotPartitions": str(max(1, min(cfg.shuffle_partitions, 8))),
         # The post-commit checksum file recomputes the table's state after every commit (a Spark
@@ -127,8 +151,9 @@ def remote_url(settings: Settings) -> str | None:
     return settings.spark.remote or os.environ.get("SPARK_REMOTE") or None
 
 
-def get_spark(settings: Settings) -> SparkSession:
-    """The active session, else a new one as the settings say (see the module doc)."""
+def get_spark(settings: Settings, reader: bool = False) -> SparkSession:
+    """The active session, else a new one as the settings say (see the module doc).
+    ``reader``: a session of its own that only reads, without the root's metastore or lock."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
@@ -146,13 +171,15 @@ def get_spark(settings: Settings) -> SparkSession:
     url = None if remote else server.attach_url(settings)
     if url:
         return attach_server(url, settings)
-    server.refuse_if_owned(settings)
     # Executors' Python workers must import the same packages as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    lock_metastore(settings)
+    if not reader:
+        server.refuse_if_owned(settings)
+        lock_metastore(settings)
+    conf = local_conf(settings, reader)
     builder = SparkSession.builder.appName(settings.spark.app_name)
-    for key, value in local_conf(settings).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     with warnings.catch_warnings():
         # A local Connect server gets static settings at start; the client then tries to set
@@ -162,7 +189,7 @@ def get_spark(settings: Settings) -> SparkSession:
             spark = builder.remote(remote).getOrCreate()
         else:
             spark = builder.master(settings.spark.master).getOrCreate()
-    if "spark.jars.packages" in local_conf(settings):
+    if "spark.jars.packages" in conf:
         remember_jars(spark)
     return spark
 
@@ -230,6 +257,41 @@ def lock_metastore(settings: Settings) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     _HELD_LOCKS[meta] = fd
+    repair_catalog(meta)
+
+
+# Derby writes this line last into service.properties, once a new database is whole.
+_DERBY_LAST_LINE = b"#--- last line, don't put anything after this line ---"
+
+
+def repair_catalog(meta: str) -> str | None:
+    """Set aside a Derby database that a killed first run left half-made, before any JVM
+    opens it; returns where it went (None: nothing to repair). Called with the root's lock
+    held, so no other process has it open.
+
+    Why: Derby writes ``service.properties`` last when it creates a database; a directory
+    without a whole one makes Derby refuse to boot it forever (``XBM0A``). Nothing in it is
+    needed: the metastore only names the Delta tables under the root, which ``Tables``
+    registers again, and the views over them. Once ``service.properties`` is whole, Derby's
+    own log recovers any later crash, and the Hive schema is completed on the next start."""
+    db = os.path.join(meta, METASTORE_DB)
+    if not os.path.isdir(db) or os.path.exists(os.path.join(db, "service.propertiesold")):
+        return None  # none yet, or Derby's own backup to recover from
+    try:
+        with open(os.path.join(db, "service.properties"), "rb") as f:
+            if _DERBY_LAST_LINE in f.read():
+                return None
+    except FileNotFoundError:
+        pass
+    aside = f"{db}.half-made-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+    os.rename(db, aside)
+    log.warning(
+        "catalog %s was left half-made by an interrupted run: set aside as %s; a new one is "
+        "created and the tables under the root are registered again",
+        db,
+        os.path.basename(aside),
+    )
+    return aside
 
 
 @contextlib.contextmanager
