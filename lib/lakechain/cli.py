@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -278,13 +279,29 @@ def _epoch(ts: Any) -> float:
     return ts / 1000.0 if isinstance(ts, (int, float)) else float(ts.timestamp())
 
 
-def _session(settings: Settings, ctx: Context) -> tuple[Any, Any]:
+def _session(settings: Settings, ctx: Context, reader: bool = False) -> tuple[Any, Any]:
+    """The command's Spark session and tables. A ``reader`` never waits for a writer on the
+    root: a session of its own that reads the tables by path (``storage.session``), unless a
+    catalog is there anyway (the root's server, Databricks, an active session)."""
     from lakechain.storage.session import get_spark
     from lakechain.storage.tables import Tables
 
-    spark = get_spark(settings)
-    ctx.tables = Tables(spark, settings)
+    spark = get_spark(settings, reader=reader)
+    by_path = reader and spark.conf.get("spark.sql.catalogImplementation", "") == "in-memory"
+    ctx.tables = Tables(spark, settings, by_path=by_path)
     return spark, ctx.tables
+
+
+_READ_ONLY_SQL = re.compile(
+    r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*(select|with|show|describe|desc|explain|values|table|from)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def read_only_sql(query: str) -> bool:
+    """A statement that only reads (SELECT, WITH, SHOW, DESCRIBE, EXPLAIN ...): run as a
+    reader. Anything else (DELETE, CREATE VIEW ...) runs as a writer, holding the root."""
+    return _READ_ONLY_SQL.match(query) is not None
 
 
 def embed_failures(report: Any, settings: Settings) -> str | None:
@@ -409,7 +426,7 @@ def _pipeline_report(tables: Any, run: dict[str, Any]) -> str:
 def cmd_report(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.report.stage import write_report
 
-    spark, tables = _session(settings, ctx)
+    spark, tables = _session(settings, ctx, reader=True)
     print(write_report(tables, args.run_id, args.out))
     return 0
 
@@ -417,7 +434,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace, ctx: Context) -> in
 def cmd_sql(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.sql import run_sql
 
-    spark, tables = _session(settings, ctx)
+    spark, tables = _session(settings, ctx, reader=read_only_sql(args.query))
     print(run_sql(spark, tables, args.query, limit=args.limit, fmt=args.format))
     return 0
 
@@ -493,7 +510,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
 
     modes = parse_modes(args.modes or settings.retrieval.mode)
     gates = [parse_gate(g, settings.retrieval.mode) for g in args.fail_under]  # checked before Spark starts
-    spark, tables = _session(settings, ctx)
+    spark, tables = _session(settings, ctx, reader=args.no_write)
     report = run_eval(spark, settings, tables, args.questions, modes, write=not args.no_write)
     print(report)
     failures = failed_gates(report.summaries, gates)
@@ -523,7 +540,7 @@ def cmd_server(settings: Settings, args: argparse.Namespace, ctx: Context) -> in
 def cmd_cache(settings: Settings, args: argparse.Namespace, ctx: Context) -> int:
     from lakechain.tasks.cache_table import cache_clear, cache_stats
 
-    _, tables = _session(settings, ctx)
+    _, tables = _session(settings, ctx, reader=args.action == "stats")
     if args.action == "stats":
         print(cache_stats(tables))
     else:

@@ -23,7 +23,7 @@ def run_sql(spark: SparkSession, tables: Tables, query: str, limit: int = 100, f
     ``results`` means ``lakechain.results`` (``main.lakechain.results`` in Unity Catalog). A
     query the user got wrong (syntax, unknown table or column, a bad cast) raises
     :class:`SqlError` with Spark's one-line reason."""
-    tables.use()
+    tables.use(query)
     try:
         df = spark.sql(query)
         rows = [r.asDict(recursive=True) for r in df.limit(limit + 1).collect()]

@@ -215,3 +215,28 @@ def test_persisted_caches_for_the_block_and_drops_it_after(spark):
         assert outer.storageLevel.useMemory and inner.storageLevel.useDisk
         assert inner.count() == 5
     assert not outer.storageLevel.useMemory and not inner.storageLevel.useMemory
+
+
+def test_reader_reads_the_root_by_path_and_names_only_what_a_query_mentions(spark, tables, settings):
+    """A reader (``by_path``) opens no catalog of the root: each table at its latest commit by
+    location, and in SQL by name once the query mentions it (what ``lakechain sql`` runs while
+    a writer holds the root's metastore)."""
+    import uuid
+
+    from lakechain.sql import run_sql
+    from lakechain.storage.tables import Tables
+
+    tables.write(spark.createDataFrame(_rows(3), SCHEMA), "alpha")
+    tables.write(spark.createDataFrame(_rows(2), SCHEMA), "beta")
+    tables.write(spark.createDataFrame(_rows(2, 3), SCHEMA), "alpha", "append")
+    own = settings.model_copy(deep=True)
+    own.storage.schema_ = f"r_{uuid.uuid4().hex[:12]}"  # the reader's own catalog entries
+    reader = Tables(spark, own, by_path=True)
+    assert reader.names() == ["alpha", "beta"]
+    assert reader.read("alpha").count() == 5 and reader.read("alpha", version=0).count() == 3
+    assert [h["version"] for h in reader.history("alpha")] == [1, 0]
+    out = run_sql(spark, reader, "SELECT count(*) AS n FROM alpha")
+    assert "| 5 |" in out
+    assert [r["tableName"] for r in spark.sql(f"SHOW TABLES IN {own.storage.schema_}").collect()] == ["alpha"]
+    with pytest.raises(RuntimeError, match="writes nothing"):
+        reader.write(spark.createDataFrame(_rows(1), SCHEMA), "alpha", "append")

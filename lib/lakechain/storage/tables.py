@@ -8,7 +8,10 @@ classic session, on Spark Connect and on Databricks:
 * locally, tables are ``<schema>.<name>`` (default ``lakechain.results``) in the session's
   metastore, stored as external Delta tables at ``<storage.root>/<name>``: any Spark session
   with the same metastore settings reads them by name, and any Delta reader by path;
-* in Unity Catalog (``storage.catalog`` set), tables are ``catalog.schema.name``, managed.
+* in Unity Catalog (``storage.catalog`` set), tables are ``catalog.schema.name``, managed;
+* a reader (``by_path=True``: ``lakechain sql``, ``report``, ``cache stats`` on a session
+  without the root's metastore) reads each local table by path, at its latest commit, and
+  names in SQL only the tables a query mentions (an in-memory catalog, rebuilt per process).
 
 Writers retry Delta's optimistic-concurrency conflicts (two runs committing to one table at
 once), so a concurrent writer never duplicates rows: MERGE re-reads the table on retry.
@@ -143,12 +146,15 @@ def _with_deletes(df: DataFrame, delete: DataFrame, keys: list[str]) -> DataFram
 class Tables:
     """The pipeline's tables under one storage root (or one Unity Catalog schema)."""
 
-    def __init__(self, spark: SparkSession, settings: Settings) -> None:
+    def __init__(self, spark: SparkSession, settings: Settings, by_path: bool = False) -> None:
         self.spark = spark
         self.settings = settings
         self.storage = settings.storage
+        self.by_path = by_path and not settings.storage.uses_catalog
+        """A reader without the root's metastore: tables by location, nothing written."""
         self._schema_ready = False
         self._known: set[str] = set()  # names seen to exist (see exists)
+        self._named: set[str] = set()  # by_path: names registered in the session's own catalog
 
     # --- naming -----------------------------------------------------------------------
 
@@ -179,9 +185,20 @@ class Tables:
         """Directory for non-table files (the index, images)."""
         return os.path.abspath(self.storage.files_root)
 
+    def ref(self, name: str) -> str:
+        """The table in a SQL statement: its quoted name, or for a reader ``delta.`<path>```."""
+        if self.by_path and name.lower() not in VIEWS:
+            return "delta.`" + str(self.location(name)).replace("`", "``") + "`"
+        return quote(self.full_name(name))
+
     def ensure_schema(self) -> None:
-        """Create the schema (database) once; locally its default location is the root."""
+        """Create the schema (database) once; locally its default location is the root. A
+        reader only lists the root (no catalog to create or to ask)."""
         if self._schema_ready:
+            return
+        if self.by_path:
+            self._known = set(self._registered())
+            self._schema_ready = True
             return
         if self.storage.uses_catalog:
             self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
@@ -262,7 +279,17 @@ class Tables:
         """Table and view names in the schema (lower case), from the metastore alone.
 
         Why not ``catalog.tableExists``: on a Delta table it loads the table's snapshot, which
-        costs 0.3–3 s per table on a cold session; a stage asks about a dozen tables."""
+        costs 0.3–3 s per table on a cold session; a stage asks about a dozen tables. A
+        reader lists the root: Delta logs holding a commit, and the views over ``results``."""
+        if self.by_path:
+            root = os.path.abspath(self.storage.root)
+            found = {
+                e.lower()
+                for e in (os.listdir(root) if os.path.isdir(root) else [])
+                if _NAME.match(e) and _has_commit(os.path.join(root, e, "_delta_log"))
+            }
+            found |= set(VIEWS) if RESULTS in found else set()
+            return sorted(n for n in found if like is None or n == like.lower())
         pattern = f" LIKE {sql_string(like)}" if like else ""
         rows = self.spark.sql(f"SHOW TABLES IN {quote(self.schema)}{pattern}").collect()
         return [str(r["tableName"]).lower() for r in rows if not r["isTemporary"]]
@@ -276,21 +303,30 @@ class Tables:
 
     def read(self, name: str, version: int | None = None) -> DataFrame:
         self._require(name)
+        if self.by_path and name.lower() in VIEWS:
+            return self.spark.sql(VIEWS[name.lower()].format(results=self.ref(RESULTS)))
         if version is None:
-            return self.spark.table(self.full_name(name))
-        return self.spark.sql(f"SELECT * FROM {quote(self.full_name(name))} VERSION AS OF {int(version)}")
+            return self.spark.table(self.ref(name))
+        return self.spark.sql(f"SELECT * FROM {self.ref(name)} VERSION AS OF {int(version)}")
 
     def is_empty(self, name: str) -> bool:
         """Whether table ``name`` holds no rows. A table with no data files (a fresh or
         truncated one, the usual case) is answered from its log, without a Spark job."""
         self._require(name)
-        detail = self.spark.sql(f"DESCRIBE DETAIL {quote(self.full_name(name))}").select("numFiles").collect()
-        return int(detail[0]["numFiles"] or 0) == 0 or self.read(name).isEmpty()
+        return int(self.detail(name)["numFiles"] or 0) == 0 or self.read(name).isEmpty()
+
+    def detail(self, name: str) -> dict[str, Any]:
+        """Delta's ``DESCRIBE DETAIL`` of the table: numFiles, sizeInBytes, properties..."""
+        self._require(name)
+        row = self.spark.sql(f"DESCRIBE DETAIL {self.ref(name)}").first()
+        return row.asDict() if row is not None else {}
 
     def read_input(self, path: str, version: int | None = None) -> DataFrame | None:
         """An input (corpus or tasks) given as a table: a pipeline table's short name, or any
         catalog table (``schema.table`` / ``catalog.schema.table``). None when it is neither.
         ``version``: a Delta table as of that version (see :meth:`describe_input`)."""
+        if _NAME.match(path) and self.exists(path):
+            return self.read(path, version)
         name = self._input_name(path)
         if name is None:
             return None
@@ -339,7 +375,7 @@ class Tables:
     def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits newest first: version, timestamp, operation, parameters, metrics."""
         self._require(name)
-        query = f"DESCRIBE HISTORY {quote(self.full_name(name))}" + (f" LIMIT {int(limit)}" if limit else "")
+        query = f"DESCRIBE HISTORY {self.ref(name)}" + (f" LIMIT {int(limit)}" if limit else "")
         rows = (
             self.spark.sql(query)
             .select("version", "timestamp", "operation", "operationParameters", "operationMetrics")
@@ -375,6 +411,7 @@ class Tables:
         """
         if mode not in ("append", "overwrite"):
             raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
+        self._writable()
         if schema_mode == "overwrite" and mode != "overwrite":
             raise ValueError("schema_mode='overwrite' needs mode='overwrite'")
         exists = self.exists(name)
@@ -441,6 +478,7 @@ class Tables:
     def add_missing_columns(self, name: str, columns: list[tuple[str, str]]) -> list[str]:
         """Add the ``columns`` an existing table lacks (null in its old rows), in one commit:
         a table written by an older release keeps its rows and takes the new writes."""
+        self._writable()
         if not self.exists(name):
             return []
         have = {f.name.lower() for f in self.read(name).schema.fields}
@@ -473,6 +511,7 @@ class Tables:
         """
         if not keys:
             raise ValueError("merge needs at least one key column")
+        self._writable()
         missing = [k for k in keys if k not in df.columns]
         if missing:
             raise ValueError(f"merge keys not in the data: {missing}")
@@ -531,6 +570,7 @@ class Tables:
 
     def delete_other(self, name: str, column: str, keep: str) -> int:
         """Delete every row whose ``column`` differs from ``keep`` (e.g. another model's chunks)."""
+        self._writable()
         self._require(name)
         self._retrying(
             f"delete from {name}",
@@ -543,6 +583,7 @@ class Tables:
 
     def truncate(self, name: str) -> int | None:
         """Remove every row in one commit (history and time travel kept)."""
+        self._writable()
         if not self.exists(name):
             return None
         self._retrying(
@@ -566,16 +607,43 @@ class Tables:
         self.ensure_schema()
         return sorted(self._registered())
 
-    def use(self) -> None:
-        """Make short names (``results``) resolve to this schema's tables in ``spark.sql``."""
+    def use(self, query: str | None = None) -> None:
+        """Make short names (``results``) resolve to this schema's tables in ``spark.sql``.
+        A reader first names, in its own catalog, the tables (and views) ``query`` mentions,
+        or all of them when it mentions none (``SHOW TABLES``): each costs a snapshot load."""
         self.ensure_schema()
+        if self.by_path:
+            self._name_for(query)
         self.spark.sql(f"USE {quote(self.schema)}")
+
+    def _name_for(self, query: str | None) -> None:
+        words = set(re.findall(r"[a-z_][a-z0-9_]*", (query or "").lower()))
+        wanted = [n for n in self.names() if n in words] or self.names()
+        if any(n in VIEWS for n in wanted):
+            wanted.append(RESULTS)
+        if not self._named:
+            self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {quote(self.schema)}")
+        for name in sorted(set(wanted) - self._named, key=lambda n: n in VIEWS):  # views last
+            if name in VIEWS:
+                body = VIEWS[name].format(results=quote(self.full_name(RESULTS)))
+                self.spark.sql(f"CREATE OR REPLACE VIEW {quote(self.full_name(name))} AS {body}")
+            else:
+                self.spark.sql(
+                    f"CREATE TABLE IF NOT EXISTS {quote(self.full_name(name))} USING delta "
+                    f"LOCATION {sql_string(str(self.location(name)))}"
+                )
+            self._named.add(name)
 
     def create_view(self, name: str, body: str) -> None:
         """A persistent view in the schema: readable by name from any session, as tables are."""
+        self._writable()
         self.spark.sql(f"CREATE OR REPLACE VIEW {quote(self.full_name(name))} AS {body}")
 
     # --- internals --------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.by_path:
+            raise RuntimeError("a reader's Tables (by_path) writes nothing: open a writer session")
 
     def _latest(self, name: str) -> int:
         """The table's newest version: read from its log's file names for a local table (no

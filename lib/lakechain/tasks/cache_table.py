@@ -109,10 +109,7 @@ def cache_stats(tables: Tables) -> CacheStats:
         )
         stats.by_model = [{**r.asDict(), "reply_chars": int(r["reply_chars"] or 0)} for r in by_model]
         stats.entries = sum(int(m["entries"]) for m in stats.by_model)
-        from lakechain.storage.tables import quote
-
-        detail = tables.spark.sql(f"DESCRIBE DETAIL {quote(tables.full_name(LLM_CACHE))}").first()
-        stats.bytes_on_disk = int(detail["sizeInBytes"] or 0) if detail is not None else 0
+        stats.bytes_on_disk = int(tables.detail(LLM_CACHE).get("sizeInBytes") or 0)
     if tables.exists(RESULTS):
         c = (
             tables.read(RESULTS)
