@@ -34,6 +34,8 @@ class Reference:
     timeline: Timeline
     disk_kib: dict[str, int]
     """The root's disk use as each stage started, and at the end."""
+    events: dict[str, float]
+    """Seconds after start at which each first-run event was seen (``harness.first_run_events``)."""
 
 
 @pytest.fixture(scope="session")
@@ -56,11 +58,12 @@ def reference(chaos_inputs, tmp_path_factory) -> Reference:
     """The pipeline run once, uninterrupted, on a fresh root."""
     root = tmp_path_factory.mktemp("chaos-reference") / "lake"
     run = Run(chaos_inputs.args(root))
-    disk = run.wait_measuring(root)
+    disk, events = run.wait_measuring(root)
     assert run.proc.returncode == 0, run.text("err")[-4000:]
     timeline = Timeline.of(run)
     stages = ", ".join(f"{s} {a:.1f}-{b:.1f} s" for s, (a, b) in timeline.windows.items())
     print(f"\nreference run: {timeline.total:.1f} s; stages {stages}; disk use KiB {disk}")
+    print(f"first-run events (s after start): {events}")
     rows = check_root(root)
     check_settled(root, rows)
-    return Reference(root, rows, timeline, disk)
+    return Reference(root, rows, timeline, disk, events)

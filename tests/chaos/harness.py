@@ -81,9 +81,11 @@ def child_env() -> dict[str, str]:
 
 @dataclass
 class Run:
-    """One ``lakechain pipeline`` process in its own process group, its lines timestamped."""
+    """One ``lakechain pipeline`` (or ``command``) process in its own process group, its lines
+    timestamped."""
 
     args: list[str]
+    command: str = "pipeline"
     proc: subprocess.Popen[str] = field(init=False)
     started: float = field(init=False)
     lines: list[tuple[float, str, str]] = field(default_factory=list)  # (seconds, "out"/"err", line)
@@ -94,7 +96,7 @@ class Run:
     def __post_init__(self) -> None:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lakechain.cli", "pipeline", *self.args],
+            [sys.executable, "-m", "lakechain.cli", self.command, *self.args],
             cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True,  # its own process group: the JVM and every Python worker
         )  # fmt: skip
@@ -124,16 +126,22 @@ class Run:
                 current = s
         return current
 
-    def wait_measuring(self, root: Path, timeout: float = 900) -> dict[str, int]:
-        """Wait for the end, noting the root's disk use (KiB) as each stage starts and at the end."""
+    def wait_measuring(self, root: Path, timeout: float = 900) -> tuple[dict[str, int], dict[str, float]]:
+        """Wait for the end, noting the root's disk use (KiB) as each stage starts and at the
+        end, and when each first-run event (:func:`first_run_events`) was first seen."""
         used: dict[str, int] = {}
+        events: dict[str, float] = {}
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
-            used.setdefault(self.stage(), disk_use_kib(root))
-            time.sleep(0.1)
+            stage = self.stage()
+            if stage not in used:
+                used[stage] = disk_use_kib(root)
+            for e in first_run_events(root):
+                events.setdefault(e, round(time.monotonic() - self.started, 2))
+            time.sleep(0.02)
         self.wait(timeout=max(1.0, deadline - time.monotonic()))
         used["end"] = disk_use_kib(root)
-        return used
+        return used, events
 
     def wait(self, timeout: float = 900) -> int:
         rc = self.proc.wait(timeout=timeout)
@@ -215,6 +223,74 @@ def run_and_kill(args: list[str], kill: Kill, timeout: float = 600) -> tuple[Run
     landed = run.stage()
     run.kill()
     return run, landed
+
+
+FirstRunEvent = Literal["start", "catalog", "schema", "table"]
+FIRST_RUN_EVENTS: tuple[FirstRunEvent, ...] = ("start", "catalog", "schema", "table")
+"""What a first run on a fresh root makes, in order: the process starts (the JVM with it),
+Derby's catalog directory appears (catalog creation), the catalog is whole (Derby's
+``service.properties``; the Hive schema is created next), a first Delta table appears."""
+
+
+def first_run_events(root: Path) -> set[FirstRunEvent]:
+    """The first-run events visible under ``root`` now (read from the file system, so a kill
+    aimed at one means the same moment on a loaded machine)."""
+    seen: set[FirstRunEvent] = {"start"}
+    db = root / "_metastore" / "metastore_db"
+    if db.is_dir():
+        seen.add("catalog")
+    if (db / "service.properties").is_file():
+        seen.add("schema")
+    try:
+        if any((p / "_delta_log").is_dir() for p in root.iterdir()):
+            seen.add("table")
+    except FileNotFoundError:
+        pass
+    return seen
+
+
+@dataclass(frozen=True)
+class FirstRunKill:
+    event: FirstRunEvent
+    after_s: float
+    """Seconds after the event was first seen."""
+
+
+def draw_first_run_kills(
+    rng: random.Random, events: dict[str, float], n: int = 10, within_s: float = 30.0
+) -> list[FirstRunKill]:
+    """``n`` moments within the first ``within_s`` seconds of the reference's first run (to 3 s
+    after its first table, when a loaded machine makes that later): two after each event, the
+    rest after events drawn at random, each at a random share (5-60 %) of the time from the
+    event to the next one (or to the window's end)."""
+    within_s = max(within_s, events.get("table", 0.0) + 3.0)
+    order = [e for e in FIRST_RUN_EVENTS if e in events]
+    ends = [events[e] for e in order[1:]] + [within_s]
+    span = {e: end - events[e] for e, end in zip(order, ends, strict=True)}
+    picks = order * 2 + [rng.choice(order) for _ in range(n - 2 * len(order))]
+    kills = [FirstRunKill(e, round(rng.uniform(0.05, 0.6) * span[e], 2)) for e in picks]
+    return sorted(kills, key=lambda k: (FIRST_RUN_EVENTS.index(k.event), k.after_s))
+
+
+def run_and_kill_at(args: list[str], root: Path, kill: FirstRunKill, timeout: float = 600) -> tuple[Run, str]:
+    """Start a first run on ``root``, SIGKILL its process group ``kill.after_s`` seconds after
+    ``kill.event``; returns the run and what it had made by then (or "exited")."""
+    run = Run(args)
+    deadline = time.monotonic() + timeout
+    seen_at = None
+    while run.proc.poll() is None and time.monotonic() < deadline:
+        now = time.monotonic()
+        if seen_at is None and kill.event in first_run_events(root):
+            seen_at = now
+        if seen_at is not None and now >= seen_at + kill.after_s:
+            break
+        time.sleep(0.01)
+    if run.proc.poll() is not None:
+        run.wait()
+        return run, "exited"
+    made = first_run_events(root)
+    run.kill()
+    return run, "+".join(e for e in FIRST_RUN_EVENTS if e in made)
 
 
 def _stage_or_first(run: Run) -> Stage:
