@@ -1,11 +1,13 @@
 """Embed stage throughput vs the raw model and vs the seed approach; incremental cost.
 
-    .venv/bin/python bench/bench_embed.py [--chunks 2000] [--master local[2]] [--skip-seed]
+    .venv/bin/python bench/bench_embed.py [--chunks 2000] [--master local[2]] [--skip-seed] [--skip-st]
 
 One run, one machine, the same chunk texts everywhere:
 
-* raw: all-MiniLM-L6-v2 (Lakechain's numpy runtime, as the stage runs it) encoding every
-  chunk in this process, model already loaded — the ceiling;
+* raw: all-MiniLM-L6-v2 (Lakechain's ONNX Runtime model, every core of this process)
+  encoding every chunk, model already loaded — the ceiling;
+* sentence-transformers: the same model on torch, every core, in its own venv
+  (``.bench/st-venv``, created on first use by ``bench_embed_runtime.StWorker``);
 * seed: LangChain ``HuggingFaceEmbeddings`` over the same model (needs sentence-transformers),
   ``embed_documents`` called sequentially per document, then ``langchain_community``
   ``FAISS.from_embeddings``;
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import os
 import random
@@ -119,7 +122,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--chunks", type=int, default=2000, help="minimum number of chunks")
     ap.add_argument("--master", default="local[2]")
-    ap.add_argument("--skip-seed", action="store_true")
+    ap.add_argument("--skip-seed", action="store_true", help="needs sentence-transformers in this venv")
+    ap.add_argument("--skip-st", action="store_true", help="sentence-transformers in .bench/st-venv")
     args = ap.parse_args()
 
     from lakechain.config import load_settings
@@ -177,9 +181,26 @@ def main() -> None:
         f"(model load {load_s:.1f}s, excluded)"
     )
 
+    # --- sentence-transformers on torch, in its own venv (what users would pick) ---------
+    st_s = None
+    if not args.skip_st:
+        from bench_embed_runtime import StWorker
+
+        from lakechain.embed.embedders import usable_cpus
+
+        st = StWorker({"chunks": texts}, usable_cpus(), settings.embedding.batch_size)
+        st_s, st_vecs = st.run("chunks")
+        st.close()
+        print(
+            f"sentence-transformers: {st_s:7.1f}s  {len(texts) / st_s:6.1f} chunks/s  "
+            f"({usable_cpus()} torch threads, own venv; max |raw - st| {float(abs(raw - st_vecs).max()):.1e})"
+        )
+
     # --- seed approach: LangChain wrapper, sequential embed_documents, FAISS.from_embeddings
     seed_s = None
-    if not args.skip_seed:
+    if not args.skip_seed and importlib.util.find_spec("sentence_transformers") is None:
+        print("seed approach:  skipped (sentence-transformers is not in this venv)")
+    elif not args.skip_seed:
         import warnings
 
         warnings.filterwarnings("ignore")
@@ -260,6 +281,9 @@ def main() -> None:
         f"stage cold throughput / raw model : {raw_s / cold.seconds:.2f}x  "
         "(includes model load in each worker)"
     )
+    if st_s:
+        print(f"stage warm / sentence-transformers: {st_s / warm.seconds:.2f}x")
+        print(f"raw model / sentence-transformers : {st_s / raw_s:.2f}x")
     if seed_s:
         print(f"stage warm / seed approach        : {seed_s / warm.seconds:.2f}x faster")
         print(f"raw model / seed approach         : {seed_s / raw_s:.2f}x faster")
