@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
 from lakechain.config import ConfigError, Settings
+from lakechain.embed.embedders import model_name
 from lakechain.eval.metrics import EvalQuestion, QuestionScore, score_question
 
 Mode = Literal["dense", "keyword", "hybrid"]
@@ -63,7 +64,7 @@ def config_of(settings: Settings, mode: str) -> dict[str, Any]:
         "keyword_weight": r.keyword_weight,
         "doc_weight": r.doc_weight,
         "mmr": r.mmr,
-        "embedding_model": settings.embedding.model,
+        "embedding_model": model_name(settings.embedding),  # as chunks.model: int8 is another model
         "chat_model": settings.chat.model,
     }
 
