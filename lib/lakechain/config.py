@@ -176,7 +176,7 @@ class EmbeddingConfig(EndpointConfig):
     Half: a few bad chunks are retried by the next run and must not fail a scheduled job,
     while an endpoint that is down (every batch fails) must."""
     quantize: Literal["int8"] | None = None
-    """``int8``: the local model with int8 weights (ONNX Runtime dynamic quantisation): ~1.9x
+    """``int8``: the local model with int8 weights (ONNX Runtime dynamic quantisation): ~1.8x
     faster, vectors slightly moved, so it is another model name (``all-MiniLM-L6-v2+int8``)
     and switching re-embeds. Unset (null, off): float32, equal to sentence-transformers."""
 
