@@ -262,6 +262,9 @@ def main() -> None:
     cands["ort fp32 1t (a stage worker)"] = (ort(1), None)
     cands[f"ort int8 {T}t"] = (ort(T, "int8"), None)
     numpy_rt = None if args.no_numpy else numpy_runtime()
+    if numpy_rt is not None and importlib.util.find_spec("threadpoolctl") is None:
+        print("numpy runtime skipped: it needs threadpoolctl (pip install threadpoolctl)")
+        numpy_rt = None
     if numpy_rt is not None:
         old, rev = numpy_rt
         from threadpoolctl import threadpool_limits
