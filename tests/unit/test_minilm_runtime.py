@@ -96,10 +96,12 @@ def test_empty_text_and_empty_input(local, golden, texts):
 
 
 def test_graph_cache_is_reused_and_rebuilt_when_missing_or_corrupt(tmp_path, monkeypatch, golden, texts):
+    older = tmp_path / "all-minilm-l6-v2-fp32-0123456789abcdef01234567.onnx"  # another version's
+    older.write_bytes(b"old graph")
     first = minilm.MiniLM(cache=tmp_path)
     path = first.graph_path
     assert path is not None and path.parent == tmp_path and path.is_file()
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file, no older graph left
 
     def no_build(*args, **kwargs):
         raise AssertionError("the cached graph should have been used")

@@ -14,8 +14,9 @@ Why a cache: building imports ``onnx`` (~0.7 s) and ``embedding.quantize: int8``
 ``quantize_dynamic`` (~1.6 s), while a Spark worker must load in well under a second. The
 graph is written once to ``$XDG_CACHE_HOME/lakechain/onnx/`` (``~/.cache/lakechain/onnx/``),
 keyed by the weights' and config's sha256, ONNX Runtime's version, :data:`GRAPH_VERSION` and
-the quantize mode, atomically (temp file + ``os.replace``); a missing or unreadable file is
-rebuilt, and an unwritable cache only means building in memory each time.
+the quantize mode, atomically (temp file + ``os.replace``), replacing the mode's graph of any
+older key; a missing or unreadable file is rebuilt, and an unwritable cache only means
+building in memory each time.
 
 Equal to sentence-transformers to ~3e-7 in fp32 (``tests/unit/test_minilm_runtime.py`` checks
 a golden set at 1e-5): the packaged ``tokenizer.json`` truncated at ``max_seq_length`` (256,
@@ -271,6 +272,9 @@ class MiniLM:
                 with _scratch(cache_dir) as tmp:
                     write_graph(d, self.quantize, tmp)
                     os.replace(tmp, path)
+                for stale in cache_dir.glob(f"all-minilm-l6-v2-{self.quantize or 'fp32'}-*.onnx"):
+                    if stale != path:  # another runtime version's or builder's graph: 90 MB each
+                        stale.unlink(missing_ok=True)
                 self.graph_path = path
                 return session(str(path))
             except OSError as exc:
