@@ -139,3 +139,8 @@ def test_doc_weight_is_a_retrieval_change_only_in_hybrid_mode():
     dense = parts("retrieval.mode=dense")
     assert parts("retrieval.mode=dense", "retrieval.doc_weight=0").retrieval_fp == dense.retrieval_fp
     assert parts("retrieval.doc_weight=0").retrieval_fp != parts().retrieval_fp
+
+
+def test_a_quantized_embedding_model_is_a_retrieval_change():
+    assert parts("embedding.quantize=int8").retrieval_fp != parts().retrieval_fp
+    assert parts("embedding.quantize=null").retrieval_fp == parts().retrieval_fp

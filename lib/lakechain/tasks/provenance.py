@@ -103,13 +103,14 @@ def image_params(settings: Settings) -> dict[str, Any]:
 
 
 def retrieval_params(settings: Settings) -> dict[str, Any]:
-    """Retrieval settings plus the query embedding model (it places the question's vector)."""
-    r = settings.retrieval
+    """Retrieval settings plus the query embedding model (it places the question's vector);
+    a quantized model is another one (a float32 fingerprint stays as it was)."""
+    r, e = settings.retrieval, settings.embedding
     return {
         **r.model_dump(exclude={"dense_weight", "keyword_weight", "doc_weight"}),
         "weights": list(r.weights),  # as the mode uses them: a dense run ignores keyword_weight
         **({"doc_weight": r.doc_weight} if r.mode == "hybrid" else {}),
-        "embedding": [settings.embedding.provider, settings.embedding.model, settings.embedding.dimensions],
+        "embedding": [e.provider, e.model, e.dimensions, *([e.quantize] if e.quantize else [])],
     }
 
 
