@@ -110,9 +110,10 @@ def test_commands_share_one_session_so_python_workers_stay_warm(running_server):
     assert before & _worker_pids(cli)
 
 
-def test_a_local_connect_session_is_refused_in_one_line(running_server):
+def test_a_local_connect_writer_is_refused_in_one_line(running_server):
+    """A writer would wait on the metastore the server owns (a reader opens none)."""
     cli, _ = running_server
-    out = cli("sql", "--set", "spark.remote=local[2]", "SELECT 1")
+    out = cli("sql", "--set", "spark.remote=local[2]", "DROP VIEW IF EXISTS lakechain.no_such_view")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("lakechain: the Lakechain server of")
 
