@@ -21,7 +21,7 @@ def test_sql_reads_the_last_commit_while_run_tasks_holds_the_root(reference, cha
     shutil.copytree(reference.root, root, ignore=shutil.ignore_patterns("_metastore"))
     results = DeltaTable(str(root / "results"))
     version, rows = results.version(), results.to_pyarrow_table().num_rows
-    with FakeOpenAIServer(latency_s=6.0) as srv:  # slow answers: no commit while the reader runs
+    with FakeOpenAIServer(latency_s=10.0) as srv:  # slow answers: no commit while the reader runs
         slow_chat = {"chat.provider": "openai_compatible", "chat.base_url": srv.url, "chat.model": "slow",
                      "tasks.max_concurrency": 1, "tasks.commit_every": 1000}  # fmt: skip
         slow = [a for k, v in slow_chat.items() for a in ("--set", f"{k}={v}")]
