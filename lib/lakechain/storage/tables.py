@@ -91,6 +91,13 @@ def _has_commit(log_dir: str) -> bool:
         return False
 
 
+def _delta_dirs(root: str) -> list[str]:
+    """Names of the Delta tables stored under ``root``: folders with a table name whose log
+    holds a commit (a log without one, from a first write that failed, is no table)."""
+    entries = sorted(os.listdir(root)) if os.path.isdir(root) else []
+    return [e for e in entries if _NAME.match(e) and _has_commit(os.path.join(root, e, "_delta_log"))]
+
+
 def _ddl_type(t: Any) -> str:
     """A Spark type as DDL, struct field names quoted (``simpleString`` leaves them bare)."""
     from pyspark.sql.types import ArrayType, MapType, StructType
@@ -251,16 +258,17 @@ class Tables:
         """Register Delta tables found under the root but missing from the metastore (a new
         metastore, or a root copied from elsewhere) so they are readable by name again. A log
         without a commit (a first write that failed) is no table: the next write creates it."""
-        if not os.path.isdir(root):
-            return
-        for entry in sorted(os.listdir(root)):
-            if _NAME.match(entry) and _has_commit(os.path.join(root, entry, "_delta_log")):
-                if entry.lower() not in self._known:
-                    self.spark.sql(
-                        f"CREATE TABLE IF NOT EXISTS {quote(self.full_name(entry))} USING delta "
-                        f"LOCATION {sql_string(os.path.join(root, entry))}"
-                    )
-                    self._known.add(entry.lower())
+        for entry in _delta_dirs(root):
+            if entry.lower() not in self._known:
+                self._register(entry)
+                self._known.add(entry.lower())
+
+    def _register(self, name: str) -> None:
+        """Name the Delta table stored at ``name``'s location in the session's catalog."""
+        self.spark.sql(
+            f"CREATE TABLE IF NOT EXISTS {quote(self.full_name(name))} USING delta "
+            f"LOCATION {sql_string(str(self.location(name)))}"
+        )
 
     # --- reads ------------------------------------------------------------------------
 
@@ -282,12 +290,7 @@ class Tables:
         costs 0.3–3 s per table on a cold session; a stage asks about a dozen tables. A
         reader lists the root: Delta logs holding a commit, and the views over ``results``."""
         if self.by_path:
-            root = os.path.abspath(self.storage.root)
-            found = {
-                e.lower()
-                for e in (os.listdir(root) if os.path.isdir(root) else [])
-                if _NAME.match(e) and _has_commit(os.path.join(root, e, "_delta_log"))
-            }
+            found = {e.lower() for e in _delta_dirs(os.path.abspath(self.storage.root))}
             found |= set(VIEWS) if RESULTS in found else set()
             return sorted(n for n in found if like is None or n == like.lower())
         pattern = f" LIKE {sql_string(like)}" if like else ""
@@ -628,10 +631,7 @@ class Tables:
                 body = VIEWS[name].format(results=quote(self.full_name(RESULTS)))
                 self.spark.sql(f"CREATE OR REPLACE VIEW {quote(self.full_name(name))} AS {body}")
             else:
-                self.spark.sql(
-                    f"CREATE TABLE IF NOT EXISTS {quote(self.full_name(name))} USING delta "
-                    f"LOCATION {sql_string(str(self.location(name)))}"
-                )
+                self._register(name)
             self._named.add(name)
 
     def create_view(self, name: str, body: str) -> None:
